@@ -1,0 +1,143 @@
+// EventStore: the durable log of care events, keyed globally by position and
+// per person by NHS number, plus the broker's durable bookkeeping
+// (subscription cursors, parked events).
+//
+// The broker depends only on this interface, so a fault-injecting store or a
+// clustered log can replace the RocksDB implementation (OpenRocksDbStore).
+//
+// Contract:
+//  - AppendAsync is the only way events enter the store. A call's events are
+//    stored atomically (all or none) and are durable (WAL synced, in the
+//    default durability) before `done` runs with OK. Concurrent calls share
+//    one sync (group commit).
+//  - The store is the sequencer: it assigns position (1, 2, 3, ...),
+//    event_id (a UUID) and recorded_at (non-decreasing with position).
+//  - Idempotency: an event whose (source_system_id, source_message_id) was
+//    stored before is not stored again; its result is the original position
+//    and event id with duplicate = true. Within one call, a second event with
+//    the same key is a duplicate of the first.
+//  - Only committed events are visible to readers and to the commit listener.
+//
+// Thread-safety: every method may be called from any thread. `done` callbacks
+// and the commit listener run on the store's writer thread: they must not
+// block and must not call AppendAsync synchronously waiting for it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "icr/v1/events.pb.h"
+#include "store/status.h"
+
+namespace icr::store {
+
+// A committed event. Immutable once published; shared between the commit
+// listener, readers and subscriber queues.
+struct StoredEvent {
+  uint64_t position = 0;
+  icr::v1::CareEvent event;  // with position, event_id, recorded_at filled in
+};
+using EventPtr = std::shared_ptr<const StoredEvent>;
+
+struct AppendResult {
+  uint64_t position = 0;
+  std::string event_id;
+  int64_t recorded_at_micros = 0;  // microseconds since the Unix epoch
+  bool duplicate = false;
+};
+
+using AppendCallback = std::function<void(const Status&, std::vector<AppendResult>)>;
+using CommitListener = std::function<void(const std::vector<EventPtr>& committed)>;
+
+struct StoreStats {
+  uint64_t last_position = 0;
+  uint64_t appended_events = 0;   // new events stored since open
+  uint64_t duplicate_events = 0;  // resends answered since open
+  uint64_t write_batches = 0;     // synced write batches since open (group commits)
+};
+
+class EventStore {
+ public:
+  virtual ~EventStore() = default;
+
+  // Stores `events` (already validated by the caller) and calls `done` once.
+  // On failure nothing of this call is stored and `done` gets the error
+  // (kUnavailable for I/O errors, kResourceExhausted when the queue is full,
+  // kAborted while closing).
+  virtual void AppendAsync(std::vector<icr::v1::CareEvent> events, AppendCallback done) = 0;
+
+  // Called with every committed group of new (non-duplicate) events, in
+  // position order, after their `done` callbacks' data is durable. Set it
+  // before the first append; not thread-safe against concurrent appends.
+  virtual void SetCommitListener(CommitListener listener) = 0;
+
+  // The highest committed position, 0 when empty.
+  virtual uint64_t LastPosition() const = 0;
+
+  // Up to `max` committed events with position >= `from`, in position order.
+  virtual Status ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* out) = 0;
+
+  // One event by position; kNotFound if there is none.
+  virtual Status Get(uint64_t position, EventPtr* out) = 0;
+
+  // Up to `max` events of one person with position > `after`, oldest first.
+  virtual Status ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
+                             std::vector<EventPtr>* out) = 0;
+
+  // The first position whose recorded_at >= `micros` (LastPosition()+1 when
+  // there is none). Uses that recorded_at is non-decreasing with position.
+  virtual Status FindPositionAtTime(int64_t micros, uint64_t* position) = 0;
+
+  // Durable subscription records: name -> opaque bytes. `sync` makes the write
+  // durable before returning.
+  virtual Status PutSubscription(const std::string& name, const std::string& value, bool sync) = 0;
+  virtual Status GetSubscription(const std::string& name, std::string* value) = 0;  // kNotFound
+  // Removes the record and all its parked entries in one atomic write.
+  virtual Status DeleteSubscription(const std::string& name) = 0;
+  virtual Status ListSubscriptions(
+      std::vector<std::pair<std::string, std::string>>* name_values) = 0;
+
+  // Parked events per subscription: (name, position) -> opaque bytes.
+  // PutParked writes the parked record and the subscription record together
+  // atomically, so a cursor never passes an event that is not parked.
+  virtual Status PutParked(const std::string& name, uint64_t position, const std::string& value,
+                           const std::string& subscription_value) = 0;
+  virtual Status DeleteParked(const std::string& name, uint64_t position) = 0;
+  // Oldest first, at most `max`.
+  virtual Status ListParked(const std::string& name, size_t max,
+                            std::vector<std::pair<uint64_t, std::string>>* out) = 0;
+
+  virtual StoreStats Stats() const = 0;
+
+  // Stops accepting appends, completes those queued, flushes and closes.
+  // Idempotent; the destructor calls it.
+  virtual void Close() = 0;
+};
+
+enum class Durability {
+  kSync,     // WAL fsync before acknowledging (default)
+  kRelaxed,  // WAL written, synced in the background about every 100 ms
+};
+
+struct StoreOptions {
+  // Directory of the RocksDB database; created if missing.
+  std::string data_dir;
+  // Default: kSync.
+  Durability durability = Durability::kSync;
+  // Most events waiting to be written before AppendAsync answers
+  // kResourceExhausted. Default: 200,000.
+  size_t max_queued_events = 200000;
+  // Most events in one write batch (one sync). Default: 8,192.
+  size_t max_batch_events = 8192;
+  // RocksDB block cache. Default: 256 MiB.
+  size_t block_cache_bytes = 256u << 20;
+};
+
+// Opens (creating if needed) the RocksDB store. Recovers after a clean or
+// unclean stop; start-up time does not depend on the number of events.
+Status OpenRocksDbStore(const StoreOptions& options, std::unique_ptr<EventStore>* out);
+
+}  // namespace icr::store
