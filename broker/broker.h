@@ -1,0 +1,56 @@
+// BrokerServer: the ICR broker daemon as a library. Opens the store, starts
+// the hub and the gRPC service (with grpc.health.v1 and reflection) on the
+// configured address, and stops them in order.
+//
+//   icr::broker::BrokerOptions options;
+//   options.data_dir = "./data";
+//   std::unique_ptr<icr::broker::BrokerServer> server;
+//   auto status = icr::broker::BrokerServer::Start(options, &server);
+//   ...
+//   server->Shutdown();  // stop accepting, drain, close streams, close store
+//
+// Thread-safety: Start, Shutdown and Wait may be called from any thread;
+// Shutdown is idempotent.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "broker/validation.h"
+#include "store/status.h"
+#include "store/store.h"
+
+namespace icr::broker {
+
+struct BrokerOptions {
+  // RocksDB directory. Default: "./data".
+  std::string data_dir = "./data";
+  // gRPC listen address; port 0 picks a free port (see BrokerServer::port).
+  // Default: 127.0.0.1:50051.
+  std::string listen_address = "127.0.0.1:50051";
+  // Default: sync (acknowledge after WAL fsync).
+  store::Durability durability = store::Durability::kSync;
+  // Ingest rules.
+  ValidationOptions validation;
+  // Largest gRPC message accepted. Default: 16 MiB.
+  int max_receive_message_bytes = 16 << 20;
+  // Grace period for in-flight RPCs on shutdown. Default: 5,000 ms.
+  int shutdown_grace_ms = 5000;
+};
+
+class BrokerServer {
+ public:
+  static store::Status Start(const BrokerOptions& options, std::unique_ptr<BrokerServer>* out);
+
+  virtual ~BrokerServer() = default;
+  // The bound gRPC port.
+  virtual int port() const = 0;
+  // Blocks until Shutdown has finished.
+  virtual void Wait() = 0;
+  // Stops accepting, answers in-flight publishes, closes subscriber streams
+  // with UNAVAILABLE (clients resume from their cursors) and closes the store.
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace icr::broker

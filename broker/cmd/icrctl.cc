@@ -1,0 +1,1401 @@
+// icrctl: the command-line client of an ICR broker.
+//
+//   icrctl publish [--file F] [--batch N]     send events (JSON Lines / object / array)
+//   icrctl tail [--name N] [filters]          print matching events as JSON lines
+//   icrctl history <nhs-number>               a person's stored events
+//   icrctl status | subscriptions | parked | replay | delete-subscription
+//   icrctl completion bash                    a bash completion script
+//
+// Exit status: 0 success, 1 a request or input failed, 2 a usage error.
+// Every failure prints what failed and the next step to take. docs/icrctl.md
+// documents every command with examples.
+//
+// Threads: main runs the command; a signal thread turns SIGINT/SIGTERM into a
+// clean cancellation; `publish --batch` reads acknowledgements on a second
+// thread and `tail` acknowledges on a third.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/time_util.h>
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "adapters/json/json_events.h"
+#include "icr/v1/broker.grpc.pb.h"
+#include "icr/v1/broker.pb.h"
+#include "icr/v1/events.pb.h"
+
+#ifndef ICR_VERSION
+#define ICR_VERSION "dev"
+#endif
+
+namespace icr::ctl {
+namespace {
+
+namespace jsonio = icr::adapters::json;
+using google::protobuf::util::TimeUtil;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+constexpr const char* kDefaultBroker = "127.0.0.1:50051";
+
+// ---------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------
+
+struct GlobalOptions {
+  std::string broker = kDefaultBroker;  // host:port; env ICR_BROKER
+  double timeout_s = 10;                // per request
+  bool json = false;                    // JSON lines instead of tables
+};
+
+struct PublishOptions {
+  std::string file;  // empty or "-": stdin
+  size_t batch = 1;  // > 1: PublishStream with this many events per request
+};
+
+struct TailOptions {
+  std::string name;
+  std::string from = "latest";
+  std::vector<std::string> types, settings, orgs, addressees, nhs, priorities;
+  uint64_t count = 0;  // 0: no limit
+  bool no_ack = false;
+  bool heartbeats = false;
+};
+
+struct HistoryOptions {
+  std::string nhs;
+  std::vector<std::string> types;
+  std::string from, to;
+  uint64_t limit = 0;  // 0: all
+};
+
+struct SubscriptionOptions {
+  std::string name;
+  uint32_t limit = 100;
+  std::vector<uint64_t> positions;
+};
+
+// ---------------------------------------------------------------------------
+// Output helpers
+// ---------------------------------------------------------------------------
+
+void Err(const std::string& line) { std::cerr << "icrctl: " << line << std::endl; }
+
+// Writes one line to stdout and flushes it. False when stdout is gone (a
+// closed pipe): the caller stops.
+bool Out(const std::string& line) {
+  if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() ||
+      std::fputc('\n', stdout) == EOF || std::fflush(stdout) != 0) {
+    return false;
+  }
+  return true;
+}
+
+int StdoutFailed() {
+  if (errno == EPIPE) return kExitOk;  // e.g. `icrctl tail | head -3`
+  Err(std::string("cannot write to standard output: ") + std::strerror(errno));
+  return kExitFailure;
+}
+
+std::string WithCommas(uint64_t n) {
+  std::string d = std::to_string(n), out;
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i > 0 && (d.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(d[i]);
+  }
+  return out;
+}
+
+std::string Pad(std::string s, size_t width) {
+  if (s.size() < width) s.append(width - s.size(), ' ');
+  return s;
+}
+
+std::string TimeString(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  return TimeUtil::ToString(t);
+}
+
+std::string Join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// gRPC errors: what failed, and the next step
+// ---------------------------------------------------------------------------
+
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    default: return "UNKNOWN_CODE";
+  }
+}
+
+std::string StatusText(const grpc::Status& s) {
+  std::string text = CodeName(s.error_code());
+  if (!s.error_message().empty()) text += ": " + s.error_message();
+  return text;
+}
+
+// The next step for a failed request. `what` names the request ("publish").
+std::string Advice(const grpc::Status& s, const GlobalOptions& g, const std::string& what) {
+  const std::string& at = g.broker;
+  switch (s.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return "cannot reach the broker at " + at +
+             ": is icr-broker running? Start it with deploy/run.sh or set --broker "
+             "(or ICR_BROKER) to its host:port";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "the broker at " + at + " did not answer within " +
+             std::to_string(static_cast<int>(g.timeout_s)) +
+             " s: it may be overloaded or stuck; check `icrctl status`, or retry with a "
+             "larger --timeout";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "the broker rejected the " + what + " request as invalid: fix the field it names "
+             "and retry (docs/api.md lists the rules)";
+    case grpc::StatusCode::NOT_FOUND:
+      return "the broker has no such record: check the name with `icrctl subscriptions`";
+    case grpc::StatusCode::ALREADY_EXISTS:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::ABORTED:
+      return "the request conflicts with the broker's current state: read the reason above, "
+             "then retry";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "the broker is out of capacity (disk, queue or message size): retry later, use "
+             "a smaller --batch, or see the broker's log";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "the broker at " + at + " does not offer this call: is it an older icr-broker, "
+             "or another gRPC server? Check --broker and `icrctl status`";
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "the broker refused this client: check its access configuration";
+    case grpc::StatusCode::CANCELLED:
+      return "the request was cancelled before it finished; retry it";
+    default:
+      return "the broker failed internally: retry, and if it persists report it with the "
+             "broker's log";
+  }
+}
+
+int ReportRpcFailure(const std::string& what, const grpc::Status& s, const GlobalOptions& g) {
+  Err(what + " failed: " + StatusText(s));
+  Err(Advice(s, g, what));
+  return kExitFailure;
+}
+
+// ---------------------------------------------------------------------------
+// Connection
+// ---------------------------------------------------------------------------
+
+std::shared_ptr<grpc::Channel> MakeChannel(const GlobalOptions& g) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);  // history pages and parked lists may be large
+  args.SetMaxSendMessageSize(-1);     // the broker enforces its own limit
+  return grpc::CreateCustomChannel(g.broker, grpc::InsecureChannelCredentials(), args);
+}
+
+void SetDeadline(grpc::ClientContext* ctx, const GlobalOptions& g) {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)));
+}
+
+// ---------------------------------------------------------------------------
+// Signals: SIGINT/SIGTERM are blocked in every thread and taken by one
+// watcher thread, which runs the current cancel hook (or exits).
+// ---------------------------------------------------------------------------
+
+class SignalWatcher {
+ public:
+  static SignalWatcher& Get() {
+    static SignalWatcher* w = new SignalWatcher();  // lives until exit
+    return *w;
+  }
+  // REQUIRES: called in main before any other thread starts.
+  void Start() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread([this, set] {
+      int count = 0;
+      while (true) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0) continue;
+        std::function<void()> hook;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          hook = hook_;
+        }
+        if (count++ == 0 && hook) {
+          interrupted_ = true;
+          hook();
+          continue;
+        }
+        static const char kMsg[] = "\nicrctl: interrupted\n";
+        (void)!write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
+        _exit(128 + sig);
+      }
+    }).detach();
+  }
+  // Runs on the first SIGINT/SIGTERM instead of exiting; a second one exits.
+  void SetHook(std::function<void()> hook) {
+    std::lock_guard<std::mutex> lock(mu_);
+    hook_ = std::move(hook);
+  }
+  bool interrupted() const { return interrupted_; }
+
+ private:
+  std::mutex mu_;
+  std::function<void()> hook_;
+  std::atomic<bool> interrupted_{false};
+};
+
+// ---------------------------------------------------------------------------
+// Parsing command-line values (usage errors return a message)
+// ---------------------------------------------------------------------------
+
+template <typename Enum>
+bool ParseEnumName(const google::protobuf::EnumDescriptor* d, std::string name,
+                   const std::string& option, Enum* out, std::string* error) {
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  std::replace(name.begin(), name.end(), '-', '_');
+  const google::protobuf::EnumValueDescriptor* v = d->FindValueByName(name);
+  if (v != nullptr && v->number() != 0) {
+    *out = static_cast<Enum>(v->number());
+    return true;
+  }
+  std::vector<std::string> valid;
+  for (int i = 0; i < d->value_count(); ++i) {
+    if (d->value(i)->number() != 0) valid.push_back(d->value(i)->name());
+  }
+  *error = option + ": unknown " + d->name() + " \"" + name + "\"; valid values: " +
+           Join(valid, ", ");
+  return false;
+}
+
+// Accepts "999 000 0018", "999-000-0018" or "9990000018"; checks Modulus 11.
+bool NormaliseNhsNumber(const std::string& in, std::string* out, std::string* error) {
+  std::string n;
+  for (char c : in) {
+    if (c == ' ' || c == '-') continue;
+    n.push_back(c);
+  }
+  if (n.size() != 10 || n.find_first_not_of("0123456789") != std::string::npos) {
+    *error = "\"" + in + "\" is not an NHS number: it must have 10 digits";
+    return false;
+  }
+  int sum = 0;
+  for (int i = 0; i < 9; ++i) sum += (n[i] - '0') * (10 - i);
+  int check = 11 - sum % 11;
+  if (check == 11) check = 0;
+  if (check == 10 || check != n[9] - '0') {
+    *error = "\"" + in + "\" is not a valid NHS number: its check digit (Modulus 11) is wrong";
+    return false;
+  }
+  *out = n;
+  return true;
+}
+
+// RFC 3339 ("2025-03-10T10:42:00Z", "...+01:00") or a date ("2025-03-10",
+// midnight UTC).
+bool ParseTime(const std::string& in, google::protobuf::Timestamp* out) {
+  std::string s = in;
+  if (s.size() == 10 && s[4] == '-' && s[7] == '-') s += "T00:00:00Z";
+  return TimeUtil::FromString(s, out);
+}
+
+bool ParseTimeOption(const std::string& option, const std::string& value,
+                     google::protobuf::Timestamp* out, std::string* error) {
+  if (ParseTime(value, out)) return true;
+  *error = option + ": \"" + value +
+           "\" is not a time: use RFC 3339 such as 2025-03-10T09:00:00Z or a date such as "
+           "2025-03-10";
+  return false;
+}
+
+int UsageError(const std::string& message) {
+  Err(message);
+  Err("see `icrctl <command> --help`");
+  return kExitUsage;
+}
+
+std::string EventTypeName(const icr::v1::CareEvent& e) {
+  int type = e.event_type() != 0 ? e.event_type() : static_cast<int>(e.payload_case());
+  const auto* v = icr::v1::EventType_descriptor()->FindValueByNumber(type);
+  return v ? v->name() : std::to_string(type);
+}
+
+// ---------------------------------------------------------------------------
+// publish
+// ---------------------------------------------------------------------------
+
+// Progress on stderr for long inputs: "published 12,345 of 100,000 (8,123/s)".
+class Progress {
+ public:
+  Progress(bool enabled, uint64_t total) : enabled_(enabled), total_(total) {}
+  ~Progress() { Finish(); }
+  void Update(uint64_t done) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (now - last_ < std::chrono::milliseconds(200) && done != total_) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    const uint64_t rate = secs > 0 ? static_cast<uint64_t>(done / secs) : 0;
+    std::fprintf(stderr, "\rpublished %s of %s events (%s/s)   ", WithCommas(done).c_str(),
+                 WithCommas(total_).c_str(), WithCommas(rate).c_str());
+    std::fflush(stderr);
+    shown_ = true;
+  }
+  void Finish() {
+    if (shown_) std::fputc('\n', stderr);
+    shown_ = false;
+  }
+
+ private:
+  bool enabled_;
+  uint64_t total_;
+  bool shown_ = false;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_{};
+};
+
+struct PublishTally {
+  uint64_t stored = 0;      // acknowledged, including duplicates
+  uint64_t duplicates = 0;  // of which already stored before
+};
+
+bool PrintPublishResult(const icr::v1::PublishResponse& r, const std::string& source_message_id) {
+  nlohmann::json line = {{"position", r.position()},
+                         {"eventId", r.event_id()},
+                         {"duplicate", r.duplicate()},
+                         {"sourceMessageId", source_message_id}};
+  return Out(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+}
+
+void ReportPublishFailure(size_t line, const std::string& source_message_id,
+                          const grpc::Status& s, const GlobalOptions& g,
+                          const PublishTally& tally, const std::string& extra = "") {
+  Err("publish failed for line " + std::to_string(line) + " (sourceMessageId " +
+      source_message_id + "): " + StatusText(s) + extra);
+  Err(Advice(s, g, "publish"));
+  Err(WithCommas(tally.stored) + " event(s) were stored before it (" +
+      WithCommas(tally.duplicates) +
+      " of them duplicates); after fixing, resending the whole input is safe: the broker "
+      "recognises events it already has by (sourceSystemId, sourceMessageId)");
+}
+
+// A gRPC-level stop reason carried out of ReadEvents' sink.
+constexpr const char* kStopped = "stopped";
+
+int PublishUnary(icr::v1::Broker::Stub* stub, const GlobalOptions& g, std::istream& in,
+                 Progress* progress) {
+  PublishTally tally;
+  bool stdout_failed = false;
+  jsonio::Status s = jsonio::ReadEvents(in, [&](icr::v1::CareEvent&& event, size_t line) {
+    icr::v1::PublishRequest request;
+    *request.mutable_event() = std::move(event);
+    icr::v1::PublishResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, g);
+    grpc::Status st = stub->Publish(&ctx, request, &response);
+    if (!st.ok()) {
+      progress->Finish();
+      ReportPublishFailure(line, request.event().source_message_id(), st, g, tally);
+      return jsonio::Status::Error(kStopped);
+    }
+    ++tally.stored;
+    if (response.duplicate()) ++tally.duplicates;
+    if (!PrintPublishResult(response, request.event().source_message_id())) {
+      stdout_failed = true;
+      return jsonio::Status::Error(kStopped);
+    }
+    progress->Update(tally.stored);
+    return jsonio::Status::Ok();
+  });
+  progress->Finish();
+  if (stdout_failed) return StdoutFailed();
+  if (!s.ok()) {
+    if (s.message() != kStopped) {
+      Err("cannot read events: " + s.message());
+      Err(WithCommas(tally.stored) + " event(s) were stored; fix the input and resend it "
+          "(resending is safe)");
+    }
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+// PublishStream: batches of `batch` events, up to kWindow requests awaiting
+// acknowledgement; acknowledgements are read on a second thread.
+int PublishStreaming(icr::v1::Broker::Stub* stub, const GlobalOptions& g, size_t batch,
+                     std::istream& in, Progress* progress) {
+  constexpr size_t kWindow = 4;
+  struct Pending {
+    uint64_t request_id;
+    std::vector<size_t> lines;
+    std::vector<std::string> message_ids;
+  };
+  struct Failure {
+    size_t line = 0;
+    std::string message_id;
+    grpc::Status status;
+    std::string extra;
+  };
+
+  grpc::ClientContext ctx;
+  auto stream = stub->PublishStream(&ctx);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Pending> pending;
+  std::optional<Failure> failure;  // the first rejected request
+  bool reader_done = false;
+  bool stdout_failed = false;
+  bool timed_out = false;
+  PublishTally tally;
+  Clock::time_point last_progress = Clock::now();
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000));
+
+  std::thread reader([&] {
+    icr::v1::PublishStreamResponse response;
+    while (stream->Read(&response)) {
+      std::unique_lock<std::mutex> lock(mu);
+      last_progress = Clock::now();
+      if (pending.empty() || pending.front().request_id != response.request_id()) {
+        if (!failure) {
+          failure = Failure{0, "?", grpc::Status(grpc::StatusCode::INTERNAL,
+                                                 "the broker acknowledged request " +
+                                                     std::to_string(response.request_id()) +
+                                                     ", which was not the next one sent"),
+                            ""};
+        }
+        ctx.TryCancel();
+        break;
+      }
+      Pending p = std::move(pending.front());
+      pending.pop_front();
+      if (response.code() != 0) {
+        if (!failure) {
+          // The broker names the bad event as "events[i]: ..." (0-based).
+          size_t index = 0;
+          const std::string& m = response.message();
+          if (m.rfind("events[", 0) == 0) index = std::strtoul(m.c_str() + 7, nullptr, 10);
+          if (index >= p.lines.size()) index = 0;
+          failure = Failure{p.lines[index], p.message_ids[index],
+                            grpc::Status(static_cast<grpc::StatusCode>(response.code()), m),
+                            p.lines.size() > 1
+                                ? " (nothing from its batch of " + std::to_string(p.lines.size()) +
+                                      " events, lines " + std::to_string(p.lines.front()) + "-" +
+                                      std::to_string(p.lines.back()) + ", was stored)"
+                                : ""};
+        }
+      } else {
+        for (int i = 0; i < response.results_size(); ++i) {
+          const auto& r = response.results(i);
+          ++tally.stored;
+          if (r.duplicate()) ++tally.duplicates;
+          const std::string& id = i < static_cast<int>(p.message_ids.size()) ? p.message_ids[i] : "";
+          if (!stdout_failed && !PrintPublishResult(r, id)) {
+            stdout_failed = true;
+            ctx.TryCancel();
+          }
+        }
+        progress->Update(tally.stored);
+      }
+      cv.notify_all();
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    reader_done = true;
+    cv.notify_all();
+  });
+
+  // Waits until `ready` or the stream stops; cancels when the broker is
+  // silent for longer than --timeout while requests are outstanding.
+  auto wait_for = [&](std::unique_lock<std::mutex>& lock, const std::function<bool()>& ready) {
+    while (!ready() && !reader_done) {
+      cv.wait_for(lock, std::chrono::milliseconds(100));
+      if (!pending.empty() && Clock::now() - last_progress > timeout && !timed_out) {
+        timed_out = true;
+        ctx.TryCancel();
+      }
+    }
+  };
+
+  uint64_t next_id = 1;
+  icr::v1::PublishStreamRequest request;
+  Pending building;
+  bool write_failed = false;
+  auto send = [&]() -> bool {
+    if (request.events_size() == 0) return true;
+    request.set_request_id(next_id);
+    building.request_id = next_id++;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      wait_for(lock, [&] { return pending.size() < kWindow || failure.has_value(); });
+      if (failure || reader_done || timed_out) return false;
+      if (pending.empty()) last_progress = Clock::now();
+      pending.push_back(std::move(building));
+    }
+    building = Pending{};
+    if (!stream->Write(request)) {
+      write_failed = true;
+      return false;
+    }
+    request.clear_events();
+    return true;
+  };
+
+  jsonio::Status s = jsonio::ReadEvents(in, [&](icr::v1::CareEvent&& event, size_t line) {
+    building.lines.push_back(line);
+    building.message_ids.push_back(event.source_message_id());
+    *request.add_events() = std::move(event);
+    if (request.events_size() >= static_cast<int>(batch) && !send()) {
+      return jsonio::Status::Error(kStopped);
+    }
+    return jsonio::Status::Ok();
+  });
+  const bool input_ok = s.ok();
+  if (input_ok) send();
+  if (!write_failed) stream->WritesDone();
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    wait_for(lock, [&] { return pending.empty(); });
+  }
+  {
+    // The broker ends the stream after our WritesDone; do not wait forever.
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, timeout, [&] { return reader_done; })) ctx.TryCancel();
+  }
+  reader.join();
+  grpc::Status finish = stream->Finish();
+  progress->Finish();
+
+  if (stdout_failed) return StdoutFailed();
+  if (failure) {
+    ReportPublishFailure(failure->line, failure->message_id, failure->status, g, tally,
+                         failure->extra);
+    return kExitFailure;
+  }
+  if (timed_out || !finish.ok() || !pending.empty() || write_failed) {
+    grpc::Status st = timed_out ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                               "no acknowledgement within --timeout")
+                      : !finish.ok() ? finish
+                                     : grpc::Status(grpc::StatusCode::UNKNOWN,
+                                                    "the broker ended the stream early");
+    size_t line = 0;
+    std::string id = "?";
+    if (!pending.empty() && !pending.front().lines.empty()) {
+      line = pending.front().lines.front();
+      id = pending.front().message_ids.front();
+    } else if (!building.lines.empty()) {
+      line = building.lines.front();
+      id = building.message_ids.front();
+    }
+    ReportPublishFailure(line, id, st, g, tally,
+                         pending.empty() ? "" : " (and any later events: not acknowledged)");
+    return kExitFailure;
+  }
+  if (!input_ok) {
+    Err("cannot read events: " + s.message());
+    Err(WithCommas(tally.stored) + " event(s) were stored; fix the input and resend it "
+        "(resending is safe)");
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+int RunPublish(const GlobalOptions& g, const PublishOptions& p) {
+  const bool from_stdin = p.file.empty() || p.file == "-";
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  uint64_t total = 0;
+  if (!from_stdin) {
+    file.open(p.file, std::ios::binary);
+    if (!file) {
+      return UsageError("cannot open " + p.file + ": " + std::strerror(errno));
+    }
+    // Check the whole file first, so a bad line sends nothing.
+    jsonio::Status s = jsonio::ReadEvents(file, [&total](icr::v1::CareEvent&&, size_t) {
+      ++total;
+      return jsonio::Status::Ok();
+    });
+    if (!s.ok()) {
+      Err(p.file + ": " + s.message());
+      Err("nothing was published; fix the input and run the command again");
+      return kExitFailure;
+    }
+    file.clear();
+    file.seekg(0);
+    in = &file;
+  } else if (isatty(STDIN_FILENO)) {
+    Err("reading events from standard input (JSON Lines; end with Ctrl-D); use --file to "
+        "read a file");
+  }
+  Progress progress(!from_stdin && total > 1000 && isatty(STDERR_FILENO), total);
+  SignalWatcher::Get().SetHook(nullptr);  // Ctrl-C: stop at once; acknowledged events stay stored
+  auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
+  return p.batch > 1 ? PublishStreaming(stub.get(), g, p.batch, *in, &progress)
+                     : PublishUnary(stub.get(), g, *in, &progress);
+}
+
+// ---------------------------------------------------------------------------
+// tail
+// ---------------------------------------------------------------------------
+
+// Acknowledges positions of a durable subscription in batches, on its own
+// thread: every 200 ms or 500 positions, and everything on Stop().
+class Acker {
+ public:
+  Acker(icr::v1::Broker::Stub* stub, const GlobalOptions& g, std::string subscription)
+      : stub_(stub), g_(g), subscription_(std::move(subscription)) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~Acker() { Stop(); }
+  Acker(const Acker&) = delete;
+  Acker& operator=(const Acker&) = delete;
+
+  void Add(uint64_t position) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(position);
+    if (queue_.size() >= 500) cv_.notify_one();
+  }
+  // Sends what is queued and ends the thread.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait_for(lock, std::chrono::milliseconds(200),
+                   [this] { return stopping_ || queue_.size() >= 500; });
+      if (!queue_.empty()) {
+        std::vector<uint64_t> batch;
+        batch.swap(queue_);
+        lock.unlock();
+        Send(batch);
+        lock.lock();
+      }
+      if (stopping_ && queue_.empty()) return;
+    }
+  }
+  void Send(const std::vector<uint64_t>& positions) {
+    icr::v1::AckRequest request;
+    request.set_subscription(subscription_);
+    for (uint64_t p : positions) request.add_positions(p);
+    icr::v1::AckResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, g_);
+    grpc::Status st = stub_->Ack(&ctx, request, &response);
+    if (!st.ok() && !warned_) {
+      warned_ = true;
+      Err("ack failed for subscription " + subscription_ + ": " + StatusText(st) +
+          "; unacknowledged events will be delivered again after the ack timeout");
+    }
+  }
+
+  icr::v1::Broker::Stub* stub_;
+  const GlobalOptions& g_;
+  const std::string subscription_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<uint64_t> queue_;
+  bool stopping_ = false;
+  bool warned_ = false;
+  std::thread thread_;
+};
+
+// Builds the SubscribeRequest from the options; false with a message on a
+// usage error.
+bool BuildSubscribeRequest(const TailOptions& t, icr::v1::SubscribeRequest* r, std::string* error) {
+  r->set_subscription(t.name);
+  r->set_heartbeat_ms(15000);  // sent explicitly: in proto3 an unset 0 reads as "off"
+  auto* f = r->mutable_filter();
+  for (const auto& name : t.types) {
+    icr::v1::EventType v;
+    if (!ParseEnumName(icr::v1::EventType_descriptor(), name, "--type", &v, error)) return false;
+    f->add_event_types(v);
+  }
+  for (const auto& name : t.settings) {
+    icr::v1::CareSetting v;
+    if (!ParseEnumName(icr::v1::CareSetting_descriptor(), name, "--setting", &v, error)) {
+      return false;
+    }
+    f->add_care_settings(v);
+  }
+  for (const auto& name : t.priorities) {
+    icr::v1::Priority v;
+    if (!ParseEnumName(icr::v1::Priority_descriptor(), name, "--priority", &v, error)) {
+      return false;
+    }
+    f->add_priorities(v);
+  }
+  for (const auto& org : t.orgs) f->add_source_organisations(org);
+  for (const auto& a : t.addressees) {
+    const size_t slash = a.find('/');
+    auto* team = f->add_addressees();
+    team->set_organisation(a.substr(0, slash));
+    if (slash != std::string::npos) team->set_team_code(a.substr(slash + 1));
+    if (team->organisation().empty()) {
+      *error = "--addressee: \"" + a + "\" has no organisation; use ORG or ORG/TEAM, e.g. "
+               "CCC/HSCT-UHCW";
+      return false;
+    }
+  }
+  for (const auto& n : t.nhs) {
+    std::string normal;
+    if (!NormaliseNhsNumber(n, &normal, error)) {
+      *error = "--nhs: " + *error;
+      return false;
+    }
+    f->add_nhs_numbers(normal);
+  }
+  auto* start = r->mutable_start();
+  const std::string& from = t.from;
+  if (from == "latest") {
+    start->set_latest(true);
+  } else if (from == "earliest") {
+    start->set_earliest(true);
+  } else if (!from.empty() && from.find_first_not_of("0123456789") == std::string::npos) {
+    start->set_position(std::strtoull(from.c_str(), nullptr, 10));
+  } else if (!ParseTime(from, start->mutable_time())) {
+    *error = "--from: \"" + from +
+             "\" is not latest, earliest, a position or a time (RFC 3339 such as "
+             "2025-03-10T09:00:00Z, or a date such as 2025-03-10)";
+    return false;
+  }
+  return true;
+}
+
+int RunTail(const GlobalOptions& g, const TailOptions& t) {
+  icr::v1::SubscribeRequest request;
+  std::string error;
+  if (!BuildSubscribeRequest(t, &request, &error)) return UsageError(error);
+
+  auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;  // no deadline: the stream is long-lived
+  std::atomic<bool> done{false};
+  SignalWatcher::Get().SetHook([&ctx, &done] {
+    done = true;
+    ctx.TryCancel();
+  });
+  std::unique_ptr<Acker> acker;
+  const bool durable = !t.name.empty();
+  if (durable && !t.no_ack) acker = std::make_unique<Acker>(stub.get(), g, t.name);
+
+  auto reader = stub->Subscribe(&ctx, request);
+  icr::v1::SubscribeResponse response;
+  uint64_t events = 0;
+  bool stdout_failed = false;
+  while (reader->Read(&response)) {
+    if (response.has_event()) {
+      if (!Out(jsonio::EventToJson(response.event()))) {
+        stdout_failed = true;
+        break;
+      }
+      if (acker) acker->Add(response.event().position());
+      if (t.count > 0 && ++events >= t.count) break;
+    } else if (response.has_heartbeat() && t.heartbeats) {
+      if (!Out(jsonio::EventToJson(response))) {
+        stdout_failed = true;
+        break;
+      }
+    }
+  }
+  const bool stopped_by_us = done || stdout_failed || (t.count > 0 && events >= t.count);
+  if (stopped_by_us) ctx.TryCancel();
+  grpc::Status st = reader->Finish();
+  SignalWatcher::Get().SetHook(nullptr);
+  if (acker) acker->Stop();  // acknowledge everything printed
+  if (stdout_failed) return StdoutFailed();
+  if (stopped_by_us || SignalWatcher::Get().interrupted()) return kExitOk;
+  if (st.ok()) {
+    Err("the broker ended the subscription (it may be shutting down)" +
+        std::string(durable ? "; run the same command again to resume from its cursor" : ""));
+    return kExitOk;
+  }
+  ReportRpcFailure("subscribe", st, g);
+  if (durable && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    Err("durable subscription " + t.name + " resumes from its cursor when you run the same "
+        "command again");
+  }
+  return kExitFailure;
+}
+
+// ---------------------------------------------------------------------------
+// history
+// ---------------------------------------------------------------------------
+
+int RunHistory(const GlobalOptions& g, const HistoryOptions& h) {
+  icr::v1::GetPatientHistoryRequest request;
+  std::string error;
+  std::string nhs;
+  if (!NormaliseNhsNumber(h.nhs, &nhs, &error)) return UsageError(error);
+  request.set_nhs_number(nhs);
+  for (const auto& name : h.types) {
+    icr::v1::EventType v;
+    if (!ParseEnumName(icr::v1::EventType_descriptor(), name, "--type", &v, &error)) {
+      return UsageError(error);
+    }
+    request.add_event_types(v);
+  }
+  if (!h.from.empty() && !ParseTimeOption("--from", h.from, request.mutable_from(), &error)) {
+    return UsageError(error);
+  }
+  if (!h.to.empty() && !ParseTimeOption("--to", h.to, request.mutable_to(), &error)) {
+    return UsageError(error);
+  }
+
+  auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
+  uint64_t shown = 0;
+  bool header = false;
+  while (true) {
+    uint64_t want = 1000;
+    if (h.limit > 0) want = std::min<uint64_t>(want, h.limit - shown);
+    request.set_page_size(static_cast<uint32_t>(want));
+    icr::v1::GetPatientHistoryResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, g);
+    grpc::Status st = stub->GetPatientHistory(&ctx, request, &response);
+    if (!st.ok()) return ReportRpcFailure("history for " + nhs, st, g);
+    for (const auto& e : response.events()) {
+      if (h.limit > 0 && shown >= h.limit) break;
+      ++shown;
+      std::string line;
+      if (g.json) {
+        line = jsonio::EventToJson(e);
+      } else {
+        if (!header) {
+          header = true;
+          if (!Out(Pad("POSITION", 11) + Pad("OCCURRED AT", 22) + Pad("TYPE", 29) +
+                   Pad("SOURCE ORG", 12) + "PRIORITY")) {
+            return StdoutFailed();
+          }
+        }
+        const auto* prio = icr::v1::Priority_descriptor()->FindValueByNumber(e.priority());
+        line = Pad(std::to_string(e.position()), 11) + Pad(TimeString(e.occurred_at()), 22) +
+               Pad(EventTypeName(e), 29) + Pad(e.source_organisation(), 12) +
+               (e.priority() == 0 || !prio ? "ROUTINE" : prio->name());
+      }
+      if (!Out(line)) return StdoutFailed();
+    }
+    if (response.next_page_token().empty() || (h.limit > 0 && shown >= h.limit)) break;
+    request.set_page_token(response.next_page_token());
+  }
+  if (shown == 0 && !g.json) Err("no stored events for NHS number " + nhs + " match");
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+// status (GetStatus + grpc.health.v1.Health/Check)
+// ---------------------------------------------------------------------------
+
+// grpc.health.v1 is not shipped for C++ clients in Debian, so the Check call
+// goes through a generic stub with the two tiny messages encoded by hand:
+// HealthCheckRequest {string service = 1;} and HealthCheckResponse
+// {ServingStatus status = 1;}.
+std::string HealthCheck(const std::shared_ptr<grpc::Channel>& channel, const GlobalOptions& g,
+                        const std::string& service, grpc::Status* rpc_status) {
+  std::string request_bytes;
+  if (!service.empty()) {
+    request_bytes.push_back(0x0A);  // field 1, length-delimited
+    request_bytes.push_back(static_cast<char>(service.size()));  // services names are short
+    request_bytes += service;
+  }
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  *rpc_status = done.get_future().get();
+  if (!rpc_status->ok()) return "";
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (response.Dump(&slices).ok()) {
+    for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  int status = 0;  // UNKNOWN when absent
+  for (size_t i = 0; i + 1 < bytes.size();) {
+    const unsigned char tag = static_cast<unsigned char>(bytes[i++]);
+    if (tag != 0x08) break;  // only field 1 (varint) is expected
+    status = static_cast<unsigned char>(bytes[i]) & 0x7F;
+    break;
+  }
+  static const char* kNames[] = {"UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"};
+  return status >= 0 && status < 4 ? kNames[status] : "UNKNOWN";
+}
+
+int RunStatus(const GlobalOptions& g) {
+  auto channel = MakeChannel(g);
+  auto stub = icr::v1::Broker::NewStub(channel);
+  icr::v1::GetStatusResponse status;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->GetStatus(&ctx, icr::v1::GetStatusRequest(), &status);
+  if (!st.ok()) return ReportRpcFailure("status", st, g);
+
+  grpc::Status health_rpc;
+  std::string health = HealthCheck(channel, g, "icr.v1.Broker", &health_rpc);
+  if (health_rpc.error_code() == grpc::StatusCode::NOT_FOUND) {
+    health = HealthCheck(channel, g, "", &health_rpc);
+  }
+  if (!health_rpc.ok()) {
+    health = health_rpc.error_code() == grpc::StatusCode::UNIMPLEMENTED
+                 ? "not offered"
+                 : std::string("check failed: ") + StatusText(health_rpc);
+  }
+
+  if (g.json) {
+    nlohmann::json j = nlohmann::json::parse(jsonio::EventToJson(status), nullptr, false);
+    if (j.is_discarded()) j = nlohmann::json::object();
+    j["broker"] = g.broker;
+    j["health"] = health;
+    if (!Out(j.dump())) return StdoutFailed();
+  } else {
+    std::string started = TimeString(status.started_at());
+    if (status.has_started_at()) {
+      const int64_t up = std::max<int64_t>(
+          0, std::chrono::duration_cast<std::chrono::seconds>(
+                 std::chrono::system_clock::now().time_since_epoch())
+                     .count() -
+                 status.started_at().seconds());
+      started += " (up " + std::to_string(up / 86400) + "d " + std::to_string(up % 86400 / 3600) +
+                 "h " + std::to_string(up % 3600 / 60) + "m)";
+    }
+    const std::vector<std::pair<std::string, std::string>> rows = {
+        {"broker", g.broker},
+        {"health", health},
+        {"version", status.version()},
+        {"durability", status.durability()},
+        {"data dir", status.data_dir()},
+        {"started at", started},
+        {"last position", WithCommas(status.last_position())},
+        {"events stored", WithCommas(status.events_stored())},
+        {"subscriptions", std::to_string(status.durable_subscriptions()) + " durable, " +
+                              std::to_string(status.subscriptions_connected()) + " connected"},
+    };
+    for (const auto& [k, v] : rows) {
+      if (!Out(Pad(k, 16) + v)) return StdoutFailed();
+    }
+  }
+  if (health == "NOT_SERVING") {
+    Err("the broker reports NOT_SERVING: it is starting up or shutting down; see its log");
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+// subscriptions, parked, replay, delete-subscription
+// ---------------------------------------------------------------------------
+
+std::string DescribeFilter(const icr::v1::EventFilter& f) {
+  std::vector<std::string> parts;
+  auto enum_list = [](const google::protobuf::EnumDescriptor* d, const auto& values) {
+    std::vector<std::string> names;
+    for (int v : values) {
+      const auto* ev = d->FindValueByNumber(v);
+      names.push_back(ev ? ev->name() : std::to_string(v));
+    }
+    return Join(names, ",");
+  };
+  if (f.event_types_size()) {
+    parts.push_back("type=" + enum_list(icr::v1::EventType_descriptor(), f.event_types()));
+  }
+  if (f.care_settings_size()) {
+    parts.push_back("setting=" + enum_list(icr::v1::CareSetting_descriptor(), f.care_settings()));
+  }
+  if (f.priorities_size()) {
+    parts.push_back("priority=" + enum_list(icr::v1::Priority_descriptor(), f.priorities()));
+  }
+  if (f.source_organisations_size()) {
+    parts.push_back("org=" + Join(std::vector<std::string>(f.source_organisations().begin(),
+                                                           f.source_organisations().end()),
+                                  ","));
+  }
+  if (f.addressees_size()) {
+    std::vector<std::string> a;
+    for (const auto& t : f.addressees()) {
+      a.push_back(t.organisation() + (t.team_code().empty() ? "" : "/" + t.team_code()));
+    }
+    parts.push_back("addressee=" + Join(a, ","));
+  }
+  if (f.nhs_numbers_size()) parts.push_back("nhs=" + std::to_string(f.nhs_numbers_size()) + " numbers");
+  return parts.empty() ? "all events" : Join(parts, " ");
+}
+
+int RunSubscriptions(const GlobalOptions& g) {
+  auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
+  icr::v1::ListSubscriptionsResponse response;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->ListSubscriptions(&ctx, icr::v1::ListSubscriptionsRequest(), &response);
+  if (!st.ok()) return ReportRpcFailure("list subscriptions", st, g);
+  if (g.json) {
+    for (const auto& s : response.subscriptions()) {
+      if (!Out(jsonio::EventToJson(s))) return StdoutFailed();
+    }
+    return kExitOk;
+  }
+  if (response.subscriptions_size() == 0) {
+    Err("no durable subscriptions; `icrctl tail --name NAME` creates one");
+    return kExitOk;
+  }
+  size_t name_width = 6;
+  for (const auto& s : response.subscriptions()) name_width = std::max(name_width, s.name().size() + 2);
+  if (!Out(Pad("NAME", name_width) + Pad("CURSOR", 12) + Pad("LAG", 10) + Pad("CONNECTED", 11) +
+           Pad("IN-FLIGHT", 11) + Pad("PARKED", 8) + Pad("CREATED", 22) + "FILTER")) {
+    return StdoutFailed();
+  }
+  for (const auto& s : response.subscriptions()) {
+    if (!Out(Pad(s.name(), name_width) + Pad(std::to_string(s.cursor()), 12) +
+             Pad(std::to_string(s.lag()), 10) + Pad(s.connected() ? "yes" : "no", 11) +
+             Pad(std::to_string(s.in_flight()), 11) + Pad(std::to_string(s.parked()), 8) +
+             Pad(TimeString(s.created_at()), 22) + DescribeFilter(s.filter()))) {
+      return StdoutFailed();
+    }
+  }
+  return kExitOk;
+}
+
+int RunParked(const GlobalOptions& g, const SubscriptionOptions& o) {
+  auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
+  icr::v1::ListParkedRequest request;
+  request.set_subscription(o.name);
+  request.set_limit(o.limit);
+  icr::v1::ListParkedResponse response;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->ListParked(&ctx, request, &response);
+  if (!st.ok()) return ReportRpcFailure("list parked events of " + o.name, st, g);
+  if (g.json) {
+    for (const auto& p : response.parked()) {
+      if (!Out(jsonio::EventToJson(p))) return StdoutFailed();
+    }
+    return kExitOk;
+  }
+  if (response.parked_size() == 0) {
+    Err("subscription " + o.name + " has no parked events");
+    return kExitOk;
+  }
+  if (!Out(Pad("POSITION", 11) + Pad("ATTEMPTS", 10) + Pad("PARKED AT", 22) + Pad("TYPE", 29) +
+           Pad("NHS NUMBER", 12) + "SOURCE MESSAGE ID")) {
+    return StdoutFailed();
+  }
+  for (const auto& p : response.parked()) {
+    const auto& e = p.event();
+    if (!Out(Pad(std::to_string(e.position()), 11) + Pad(std::to_string(p.attempts()), 10) +
+             Pad(TimeString(p.parked_at()), 22) + Pad(EventTypeName(e), 29) +
+             Pad(e.nhs_number(), 12) + e.source_message_id())) {
+      return StdoutFailed();
+    }
+  }
+  if (static_cast<uint32_t>(response.parked_size()) >= o.limit) {
+    Err("showing the oldest " + std::to_string(o.limit) + "; use --limit (at most 1000) for more");
+  }
+  Err("put them back for delivery with `icrctl replay " + o.name + " [positions...]`");
+  return kExitOk;
+}
+
+int RunReplay(const GlobalOptions& g, const SubscriptionOptions& o) {
+  auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
+  icr::v1::ReplayParkedRequest request;
+  request.set_subscription(o.name);
+  for (uint64_t p : o.positions) request.add_positions(p);
+  icr::v1::ReplayParkedResponse response;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->ReplayParked(&ctx, request, &response);
+  if (!st.ok()) return ReportRpcFailure("replay parked events of " + o.name, st, g);
+  const bool ok = g.json ? Out(nlohmann::json{{"subscription", o.name},
+                                              {"replayed", response.replayed()}}
+                                   .dump())
+                         : Out("replayed " + std::to_string(response.replayed()) +
+                               " parked event(s) of subscription " + o.name +
+                               "; they will be delivered again");
+  return ok ? kExitOk : StdoutFailed();
+}
+
+int RunDeleteSubscription(const GlobalOptions& g, const SubscriptionOptions& o) {
+  auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
+  icr::v1::DeleteSubscriptionRequest request;
+  request.set_subscription(o.name);
+  icr::v1::DeleteSubscriptionResponse response;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->DeleteSubscription(&ctx, request, &response);
+  if (!st.ok()) return ReportRpcFailure("delete subscription " + o.name, st, g);
+  const bool ok = g.json ? Out(nlohmann::json{{"deleted", o.name}}.dump())
+                         : Out("deleted subscription " + o.name);
+  return ok ? kExitOk : StdoutFailed();
+}
+
+// ---------------------------------------------------------------------------
+// completion bash
+// ---------------------------------------------------------------------------
+
+std::string EnumWords(const google::protobuf::EnumDescriptor* d) {
+  std::vector<std::string> names;
+  for (int i = 0; i < d->value_count(); ++i) {
+    if (d->value(i)->number() != 0) names.push_back(d->value(i)->name());
+  }
+  return Join(names, " ");
+}
+
+std::vector<std::string> OptionWords(const CLI::App* app) {
+  std::vector<std::string> words;
+  for (const CLI::Option* opt : app->get_options()) {
+    for (const auto& l : opt->get_lnames()) words.push_back("--" + l);
+    for (const auto& s : opt->get_snames()) words.push_back("-" + s);
+  }
+  return words;
+}
+
+std::string BashCompletion(const CLI::App& app) {
+  std::vector<std::string> commands;
+  std::string per_command;
+  for (const CLI::App* sub : app.get_subcommands({})) {
+    std::vector<std::string> names = {sub->get_name()};
+    for (const auto& a : sub->get_aliases()) names.push_back(a);
+    for (const auto& n : names) commands.push_back(n);
+    std::string words = Join(OptionWords(sub), " ");
+    if (sub->get_name() == "completion") words = "bash";
+    per_command += "    " + Join(names, "|") + ") words=\"" + words + " $global\" ;;\n";
+  }
+  const std::string global = Join(OptionWords(&app), " ");
+  std::string s;
+  s += "# bash completion for icrctl. Install:\n";
+  s += "#   icrctl completion bash > ~/.local/share/bash-completion/completions/icrctl\n";
+  s += "# or for this shell only:  source <(icrctl completion bash)\n";
+  s += "_icrctl() {\n";
+  s += "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n";
+  s += "  local commands=\"" + Join(commands, " ") + "\"\n";
+  s += "  local global=\"" + global + "\"\n";
+  s += "  local cmd=\"\" i words\n";
+  s += "  for ((i = 1; i < COMP_CWORD; i++)); do\n";
+  s += "    case \" $commands \" in *\" ${COMP_WORDS[i]} \"*) cmd=\"${COMP_WORDS[i]}\"; break ;; esac\n";
+  s += "  done\n";
+  s += "  case \"$prev\" in\n";
+  s += "    --type) COMPREPLY=($(compgen -W \"" + EnumWords(icr::v1::EventType_descriptor()) +
+       "\" -- \"$cur\")); return ;;\n";
+  s += "    --setting) COMPREPLY=($(compgen -W \"" + EnumWords(icr::v1::CareSetting_descriptor()) +
+       "\" -- \"$cur\")); return ;;\n";
+  s += "    --priority) COMPREPLY=($(compgen -W \"" + EnumWords(icr::v1::Priority_descriptor()) +
+       "\" -- \"$cur\")); return ;;\n";
+  s += "    --file|-f) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
+  s += "    --from) [[ \"$cmd\" == tail || \"$cmd\" == subscribe ]] && "
+       "COMPREPLY=($(compgen -W \"latest earliest\" -- \"$cur\")); return ;;\n";
+  s += "    --broker|--timeout|--batch|--name|--org|--addressee|--nhs|--count|--to|--limit) "
+       "return ;;\n";
+  s += "  esac\n";
+  s += "  case \"$cmd\" in\n";
+  s += "    \"\") words=\"$commands $global\" ;;\n";
+  s += per_command;
+  s += "    *) words=\"$global\" ;;\n";
+  s += "  esac\n";
+  s += "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n";
+  s += "}\n";
+  s += "complete -F _icrctl icrctl\n";
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// main
+// ---------------------------------------------------------------------------
+
+int Main(int argc, char** argv) {
+  GlobalOptions g;
+  if (const char* env = std::getenv("ICR_BROKER"); env != nullptr && *env != '\0') g.broker = env;
+
+  CLI::App app{"icrctl: command-line client of the ICR care-event broker", "icrctl"};
+  app.set_version_flag("--version", std::string("icrctl ") + ICR_VERSION);
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the command
+  app.add_option("--broker", g.broker,
+                 "Broker address host:port (default 127.0.0.1:50051; env ICR_BROKER sets the "
+                 "default)")
+      ->type_name("HOST:PORT");
+  app.add_option("--timeout", g.timeout_s, "Seconds to wait for each request (default 10)")
+      ->check(CLI::PositiveNumber)
+      ->type_name("SECONDS");
+  app.add_flag("--json", g.json, "Print JSON lines instead of tables");
+  app.footer(
+      "Examples:\n"
+      "  icrctl publish --file docs/examples/events.jsonl\n"
+      "  icrctl tail --type DISCHARGE_REFERRAL --addressee CCC/HSCT-UHCW --from earliest\n"
+      "  icrctl history 9997654323\n"
+      "  icrctl status\n"
+      "Exit status: 0 success, 1 a request or input failed, 2 a usage error.\n"
+      "Docs: docs/icrctl.md");
+
+  PublishOptions p;
+  auto* publish = app.add_subcommand(
+      "publish", "Publish events from a file or stdin: JSON Lines, one JSON object, or a JSON "
+                 "array. Prints one JSON line per event stored");
+  publish->add_option("--file,-f", p.file, "Read events from this file (default: stdin; - for "
+                                           "stdin)")
+      ->type_name("FILE");
+  publish->add_option("--batch", p.batch,
+                      "Send N events per PublishStream request (each request is stored "
+                      "atomically); 1 = one Publish call per event")
+      ->check(CLI::Range(size_t{1}, size_t{10000}))
+      ->type_name("N");
+
+  TailOptions t;
+  auto* tail = app.add_subcommand("tail", "Subscribe and print matching events as JSON lines "
+                                          "until Ctrl-C (or --count)");
+  tail->alias("subscribe");
+  tail->add_option("--name", t.name, "Durable subscription name: the broker keeps a cursor; "
+                                     "printed events are acknowledged")
+      ->type_name("NAME");
+  tail->add_option("--from", t.from,
+                   "Where to start: latest (default), earliest, a position, or an RFC 3339 time "
+                   "(ignored when the durable subscription exists: it resumes from its cursor)")
+      ->type_name("latest|earliest|POSITION|TIME");
+  auto multi = [](CLI::Option* o) { return o->delimiter(',')->allow_extra_args(false); };
+  multi(tail->add_option("--type", t.types, "Only these event types, e.g. DISCHARGE_REFERRAL "
+                                            "(repeat or comma-separate)"))
+      ->type_name("TYPE");
+  multi(tail->add_option("--setting", t.settings, "Only from these care settings, e.g. ACUTE"))
+      ->type_name("SETTING");
+  multi(tail->add_option("--org", t.orgs, "Only from these source organisations (ODS codes)"))
+      ->type_name("ODS");
+  multi(tail->add_option("--addressee", t.addressees,
+                         "Only events addressed to ORG or ORG/TEAM, e.g. CCC/HSCT-UHCW"))
+      ->type_name("ORG[/TEAM]");
+  multi(tail->add_option("--nhs", t.nhs, "Only events about these NHS numbers"))
+      ->type_name("NHS_NUMBER");
+  multi(tail->add_option("--priority", t.priorities, "Only these priorities: URGENT, ROUTINE, "
+                                                     "BULK"))
+      ->type_name("PRIORITY");
+  tail->add_option("--count", t.count, "Exit after N events")->type_name("N");
+  tail->add_flag("--no-ack", t.no_ack, "Durable subscriptions: do not acknowledge (events "
+                                       "will be delivered again)");
+  tail->add_flag("--heartbeats", t.heartbeats, "Also print heartbeats as {\"heartbeat\":...}");
+
+  HistoryOptions h;
+  auto* history = app.add_subcommand("history", "A person's stored events, oldest first");
+  history->add_option("nhs-number", h.nhs, "NHS number (10 digits, spaces allowed)")
+      ->required();
+  multi(history->add_option("--type", h.types, "Only these event types (repeatable)"))
+      ->type_name("TYPE");
+  history->add_option("--from", h.from, "Only events that occurred at or after this time "
+                                        "(RFC 3339 or YYYY-MM-DD)")
+      ->type_name("TIME");
+  history->add_option("--to", h.to, "Only events that occurred before this time")
+      ->type_name("TIME");
+  history->add_option("--limit", h.limit, "At most N events (default: all)")->type_name("N");
+
+  auto* status = app.add_subcommand("status", "Broker health, version, positions and counts");
+  auto* subscriptions = app.add_subcommand("subscriptions", "Durable subscriptions: cursor, "
+                                                            "lag, parked events");
+
+  SubscriptionOptions o;
+  auto* parked = app.add_subcommand("parked", "Parked events of a durable subscription, "
+                                              "oldest first");
+  parked->add_option("name", o.name, "Subscription name")->required();
+  parked->add_option("--limit", o.limit, "At most N (default 100, at most 1000)")
+      ->check(CLI::Range(1u, 1000u))
+      ->type_name("N");
+  auto* replay = app.add_subcommand("replay", "Put parked events back for delivery");
+  replay->add_option("name", o.name, "Subscription name")->required();
+  replay->add_option("positions", o.positions, "Positions to replay (default: all parked)");
+  auto* del = app.add_subcommand("delete-subscription",
+                                 "Delete a durable subscription and its cursor");
+  del->add_option("name", o.name, "Subscription name")->required();
+
+  std::string shell;
+  auto* completion = app.add_subcommand("completion", "Print a shell completion script");
+  completion->add_option("shell", shell, "Shell: bash")
+      ->required()
+      ->check(CLI::IsMember({"bash"}));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (completion->parsed()) {
+    std::cout << BashCompletion(app);
+    return kExitOk;
+  }
+  if (g.broker.empty()) return UsageError("--broker: give the broker's host:port");
+
+  SignalWatcher::Get().Start();
+  if (publish->parsed()) return RunPublish(g, p);
+  if (tail->parsed()) return RunTail(g, t);
+  if (history->parsed()) return RunHistory(g, h);
+  if (status->parsed()) return RunStatus(g);
+  if (subscriptions->parsed()) return RunSubscriptions(g);
+  if (parked->parsed()) return RunParked(g, o);
+  if (replay->parsed()) return RunReplay(g, o);
+  if (del->parsed()) return RunDeleteSubscription(g, o);
+  return UsageError("no command given");
+}
+
+}  // namespace
+}  // namespace icr::ctl
+
+int main(int argc, char** argv) { return icr::ctl::Main(argc, argv); }

@@ -1,0 +1,47 @@
+#include "broker/filter.h"
+
+#include <cctype>
+
+namespace icr::broker {
+namespace {
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+}  // namespace
+
+CompiledFilter::CompiledFilter(const icr::v1::EventFilter& f) {
+  for (int t : f.event_types()) event_types_.insert(t);
+  for (int s : f.care_settings()) care_settings_.insert(s);
+  for (int p : f.priorities()) priorities_.insert(p);
+  for (const auto& o : f.source_organisations()) source_organisations_.insert(Upper(o));
+  for (const auto& n : f.nhs_numbers()) nhs_numbers_.insert(n);
+  for (const auto& a : f.addressees()) {
+    if (a.team_code().empty()) {
+      addressee_orgs_.insert(Upper(a.organisation()));
+    } else {
+      addressee_teams_.insert(Upper(a.organisation()) + "/" + a.team_code());
+    }
+  }
+}
+
+bool CompiledFilter::Match(const icr::v1::CareEvent& e) const {
+  if (!event_types_.empty() && !event_types_.count(e.event_type())) return false;
+  if (!care_settings_.empty() && !care_settings_.count(e.care_setting())) return false;
+  if (!priorities_.empty() && !priorities_.count(e.priority())) return false;
+  if (!source_organisations_.empty() && !source_organisations_.count(e.source_organisation())) {
+    return false;
+  }
+  if (!nhs_numbers_.empty() && !nhs_numbers_.count(e.nhs_number())) return false;
+  if (!addressee_orgs_.empty() || !addressee_teams_.empty()) {
+    if (!e.has_addressee()) return false;
+    const auto& a = e.addressee();
+    if (!addressee_orgs_.count(a.organisation()) &&
+        !addressee_teams_.count(a.organisation() + "/" + a.team_code())) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace icr::broker

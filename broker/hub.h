@@ -1,0 +1,89 @@
+// Hub: between the store and the subscriber streams.
+//
+//  - Keeps a ring of recently committed events, so subscribers at the tail
+//    read from memory; older positions are read from the store (catch-up).
+//  - Wakes connected sessions when events commit (on its own thread, so the
+//    store's writer thread never waits for a subscriber), and ticks them for
+//    redelivery timers and heartbeats.
+//  - Registers durable subscriptions by name: one connected stream per name.
+//
+// Thread-safety: all methods are thread-safe. OnCommit is called on the
+// store's writer thread; session callbacks run on the hub's thread.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "broker/delivery.h"
+#include "store/store.h"
+
+namespace icr::broker {
+
+// A connected subscriber stream, as the hub sees it.
+class Session {
+ public:
+  virtual ~Session() = default;
+  virtual void Wake() = 0;                   // new events were committed
+  virtual void Tick(int64_t now_micros) = 0; // timers
+  virtual void Shutdown() = 0;               // the broker is stopping
+  // Durable sessions only.
+  virtual AckOutcome Ack(const std::vector<uint64_t>& positions) = 0;
+  virtual store::Status Replay(const std::vector<uint64_t>& positions, uint32_t* count) = 0;
+  virtual uint32_t InFlight() = 0;
+};
+
+class Hub : public EventSource {
+ public:
+  // Default ring: 65,536 events. Tick period: 50 ms.
+  Hub(store::EventStore* store, size_t ring_capacity = 65536);
+  ~Hub() override;
+  Hub(const Hub&) = delete;
+  Hub& operator=(const Hub&) = delete;
+
+  void Start();
+  // Shuts every session down and stops the thread. Idempotent.
+  void Stop();
+
+  // The store's commit listener.
+  void OnCommit(const std::vector<store::EventPtr>& committed);
+
+  store::Status Read(uint64_t from, size_t max, std::vector<store::EventPtr>* out) override;
+
+  void Add(const std::shared_ptr<Session>& session);
+  void Remove(const Session* session);
+  // Claims `name` for `session`; false if another stream holds it.
+  bool ClaimDurable(const std::string& name, const std::shared_ptr<Session>& session);
+  void ReleaseDurable(const std::string& name, const Session* session);
+  std::shared_ptr<Session> FindDurable(const std::string& name);
+
+  size_t connected() const;
+
+ private:
+  void Loop();
+  std::vector<std::shared_ptr<Session>> Snapshot() const;
+
+  store::EventStore* store_;
+  const size_t ring_capacity_;
+
+  std::mutex ring_mu_;
+  std::deque<store::EventPtr> ring_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool woken_ = false;
+  bool stopping_ = false;
+  std::map<const Session*, std::shared_ptr<Session>> sessions_;
+  std::map<std::string, std::weak_ptr<Session>> durable_;
+  std::thread thread_;
+};
+
+int64_t NowMicros();
+
+}  // namespace icr::broker

@@ -1,0 +1,119 @@
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/grpcpp.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "broker/broker.h"
+#include "broker/hub.h"
+#include "broker/service.h"
+
+namespace icr::broker {
+namespace {
+
+class BrokerServerImpl final : public BrokerServer {
+ public:
+  BrokerServerImpl(const BrokerOptions& options, std::unique_ptr<store::EventStore> store)
+      : options_(options), store_(std::move(store)), hub_(store_.get()) {}
+
+  store::Status Init() {
+    store_->SetCommitListener([this](const std::vector<store::EventPtr>& committed) {
+      hub_.OnCommit(committed);
+    });
+    hub_.Start();
+    ServiceConfig config;
+    config.store = store_.get();
+    config.hub = &hub_;
+    config.validation = options_.validation;
+    config.data_dir = options_.data_dir;
+    config.durability = options_.durability == store::Durability::kSync ? "sync" : "relaxed";
+    config.started_at_micros = NowMicros();
+    service_ = std::make_unique<BrokerService>(std::move(config));
+
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(service_.get());
+    builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+    // Detect dead peers on long-lived subscriber streams.
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 5);
+    server_ = builder.BuildAndStart();
+    if (!server_ || port_ == 0) {
+      hub_.Stop();
+      store_->Close();
+      return store::Status::Unavailable("cannot listen on " + options_.listen_address +
+                                        ": the address is in use or not valid (set "
+                                        "--listen to another host:port)");
+    }
+    server_->GetHealthCheckService()->SetServingStatus("icr.v1.Broker", true);
+    return {};
+  }
+
+  int port() const override { return port_; }
+
+  void Wait() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [this] { return stopped_; });
+  }
+
+  void Shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) {
+        return;
+      }
+      stopping_ = true;
+    }
+    server_->GetHealthCheckService()->Shutdown();
+    // Close subscriber streams first (they would hold Shutdown for the whole
+    // grace period), then let unary calls and publish streams drain.
+    hub_.Stop();
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::milliseconds(options_.shutdown_grace_ms));
+    server_->Wait();
+    store_->Close();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopped_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  ~BrokerServerImpl() override { Shutdown(); }
+
+ private:
+  BrokerOptions options_;
+  std::unique_ptr<store::EventStore> store_;
+  Hub hub_;
+  std::unique_ptr<BrokerService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace
+
+store::Status BrokerServer::Start(const BrokerOptions& options,
+                                  std::unique_ptr<BrokerServer>* out) {
+  store::StoreOptions store_options;
+  store_options.data_dir = options.data_dir;
+  store_options.durability = options.durability;
+  std::unique_ptr<store::EventStore> store;
+  store::Status s = store::OpenRocksDbStore(store_options, &store);
+  if (!s.ok()) return s;
+  auto server = std::make_unique<BrokerServerImpl>(options, std::move(store));
+  s = server->Init();
+  if (!s.ok()) return s;
+  *out = std::move(server);
+  return {};
+}
+
+}  // namespace icr::broker

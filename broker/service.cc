@@ -1,0 +1,775 @@
+#include "broker/service.h"
+
+#include <deque>
+#include <set>
+#include <mutex>
+#include <optional>
+
+#include "broker/delivery.h"
+#include "broker/grpc_status.h"
+#include "broker/nhs_number.h"
+
+namespace icr::broker {
+namespace {
+
+using icr::v1::CareEvent;
+
+constexpr int kMaxBatchEvents = 10000;
+constexpr size_t kMaxStreamPendingEvents = 20000;
+
+void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
+  t->set_seconds(micros / 1000000);
+  t->set_nanos(static_cast<int32_t>((micros % 1000000) * 1000));
+}
+
+int64_t ToMicros(const google::protobuf::Timestamp& t) {
+  return t.seconds() * 1000000 + t.nanos() / 1000;
+}
+
+void FillResult(const store::AppendResult& r, icr::v1::PublishResponse* out) {
+  out->set_position(r.position);
+  out->set_event_id(r.event_id);
+  out->set_duplicate(r.duplicate);
+  SetTimestamp(out->mutable_recorded_at(), r.recorded_at_micros);
+}
+
+// Validates and normalises a request's events; "" when all pass.
+std::string ValidateAll(const google::protobuf::RepeatedPtrField<CareEvent>& in,
+                        const ValidationOptions& options, bool batch,
+                        std::vector<CareEvent>* out) {
+  if (in.empty()) return batch ? "events: at least one event is required" : "event: is required";
+  if (in.size() > kMaxBatchEvents) {
+    return "events: " + std::to_string(in.size()) + " events exceeds the limit of " +
+           std::to_string(kMaxBatchEvents) + " per request";
+  }
+  const int64_t now = NowMicros();
+  out->reserve(in.size());
+  for (int i = 0; i < in.size(); ++i) {
+    out->push_back(in[i]);
+    std::string path = batch ? "events[" + std::to_string(i) + "]" : "event";
+    std::string problem = ValidateAndNormaliseEvent(&out->back(), now, options, path);
+    if (!problem.empty()) return problem;
+  }
+  return {};
+}
+
+grpc::Status Invalid(const std::string& message) {
+  return {grpc::StatusCode::INVALID_ARGUMENT, message};
+}
+
+// ---------------------------------------------------------------------------
+// PublishStream
+// ---------------------------------------------------------------------------
+
+// Reads requests, validates, hands them to the store and writes one response
+// per request in request order. Stops reading while too many events wait for
+// the store, so a fast publisher cannot fill memory.
+class PublishStreamReactor final
+    : public grpc::ServerBidiReactor<icr::v1::PublishStreamRequest,
+                                     icr::v1::PublishStreamResponse> {
+ public:
+  explicit PublishStreamReactor(const ServiceConfig& config) : config_(config) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    reading_ = false;
+    if (!ok) {
+      reads_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    auto slot = std::make_shared<Slot>();
+    slot->response.set_request_id(request_.request_id());
+    slots_.push_back(slot);
+    std::vector<CareEvent> events;
+    std::string problem = ValidateAll(request_.events(), config_.validation, true, &events);
+    if (!problem.empty()) {
+      slot->response.set_code(grpc::StatusCode::INVALID_ARGUMENT);
+      slot->response.set_message(problem);
+      slot->ready = true;
+    } else {
+      size_t n = events.size();
+      pending_events_ += n;
+      ++pending_calls_;
+      config_.store->AppendAsync(
+          std::move(events), [this, slot, n](const store::Status& s,
+                                             std::vector<store::AppendResult> results) {
+            std::lock_guard<std::recursive_mutex> lock(mu_);
+            if (!s.ok()) {
+              grpc::Status g = ToGrpc(s);
+              slot->response.set_code(g.error_code());
+              slot->response.set_message(g.error_message());
+            } else {
+              for (const auto& r : results) FillResult(r, slot->response.add_results());
+            }
+            slot->ready = true;
+            pending_events_ -= n;
+            --pending_calls_;
+            PumpLocked();
+            MaybeReadLocked();
+            MaybeFinishLocked();
+          });
+    }
+    PumpLocked();
+    MaybeReadLocked();
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      broken_ = true;
+      slots_.clear();
+    } else {
+      slots_.pop_front();
+    }
+    PumpLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  struct Slot {
+    icr::v1::PublishStreamResponse response;
+    bool ready = false;
+  };
+
+  // One write at a time, in request order. A write completing inline
+  // re-enters through OnWriteDone; that only flags another round here.
+  void PumpLocked() {
+    if (pumping_) {
+      repump_ = true;
+      return;
+    }
+    pumping_ = true;
+    do {
+      repump_ = false;
+      if (writing_ || broken_ || slots_.empty() || !slots_.front()->ready) break;
+      writing_ = true;
+      StartWrite(&slots_.front()->response);
+    } while (repump_);
+    pumping_ = false;
+  }
+
+  void MaybeReadLocked() {
+    if (reads_done_ || reading_ || broken_ || pending_events_ >= kMaxStreamPendingEvents) return;
+    reading_ = true;
+    StartRead(&request_);
+  }
+
+  void MaybeFinishLocked() {
+    if (finished_ || !reads_done_ || pending_calls_ > 0 || writing_) return;
+    if (!broken_ && !slots_.empty()) return;
+    finished_ = true;
+    Finish(grpc::Status::OK);
+  }
+
+  const ServiceConfig& config_;
+  std::recursive_mutex mu_;
+  icr::v1::PublishStreamRequest request_;
+  std::deque<std::shared_ptr<Slot>> slots_;
+  size_t pending_events_ = 0;
+  size_t pending_calls_ = 0;
+  bool reads_done_ = false;
+  bool reading_ = true;  // the constructor started the first read
+  bool writing_ = false;
+  bool broken_ = false;
+  bool finished_ = false;
+  bool pumping_ = false;
+  bool repump_ = false;
+};
+
+// ---------------------------------------------------------------------------
+// Subscribe
+// ---------------------------------------------------------------------------
+
+class SubscribeReactor;
+
+// The state of one subscriber stream, shared between its reactor and the hub.
+// The reactor may go away (OnDone) while the hub still holds the session, so
+// every call checks that the reactor is still attached.
+class SubscribeSession final : public Session,
+                               public std::enable_shared_from_this<SubscribeSession> {
+ public:
+  SubscribeSession(const ServiceConfig& config, std::unique_ptr<SubscriptionEngine> engine,
+                   uint32_t heartbeat_ms)
+      : config_(config), engine_(std::move(engine)), heartbeat_ms_(heartbeat_ms) {}
+
+  void Attach(grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* reactor) {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    reactor_ = reactor;
+    last_write_ = NowMicros();
+    Pump();
+  }
+
+  // Called from the reactor's OnDone: no more calls into it.
+  void Detach() {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    reactor_ = nullptr;
+    if (engine_->durable()) engine_->Persist(true);
+  }
+
+  void OnWriteDone(bool ok) {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked({grpc::StatusCode::CANCELLED, "the subscriber stopped reading"});
+      return;
+    }
+    if (pending_finish_) {
+      FinishLocked(*pending_finish_);
+      return;
+    }
+    Pump();
+  }
+
+  void OnCancel() {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    FinishLocked({grpc::StatusCode::CANCELLED, "cancelled by the subscriber"});
+  }
+
+  void Wake() override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    Pump();
+  }
+
+  void Tick(int64_t now) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    if (!reactor_ || finished_) return;
+    store::Status s = engine_->Tick(now);
+    (void)s;  // a failed park is retried at the next tick
+    Pump();
+    if (!writing_ && !finished_ && heartbeat_ms_ > 0 &&
+        now - last_write_ >= static_cast<int64_t>(heartbeat_ms_) * 1000) {
+      response_.Clear();
+      SetTimestamp(response_.mutable_heartbeat()->mutable_at(), now);
+      response_.mutable_heartbeat()->set_last_position(config_.store->LastPosition());
+      StartWriteLocked(now);
+    }
+  }
+
+  void Shutdown() override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    FinishLocked({grpc::StatusCode::UNAVAILABLE,
+                  "the broker is shutting down; reconnect to resume from your cursor"});
+  }
+
+  AckOutcome Ack(const std::vector<uint64_t>& positions) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    AckOutcome outcome = engine_->Ack(positions);
+    Pump();
+    return outcome;
+  }
+
+  store::Status Replay(const std::vector<uint64_t>& positions, uint32_t* count) override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    store::Status s = engine_->ReplayParked(positions, count);
+    Pump();
+    return s;
+  }
+
+  uint32_t InFlight() override {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    return static_cast<uint32_t>(engine_->in_flight());
+  }
+
+ private:
+  // Sends what is ready, one write at a time. Re-entrant: a write that
+  // completes inline re-enters through OnWriteDone, which only flags another
+  // round here instead of recursing.
+  void Pump() {
+    if (pumping_) {
+      repump_ = true;
+      return;
+    }
+    pumping_ = true;
+    do {
+      repump_ = false;
+      if (!reactor_ || finished_ || writing_) break;
+      int64_t now = NowMicros();
+      std::optional<Delivery> next;
+      store::Status s = engine_->Next(now, &next);
+      if (!s.ok()) {
+        FinishLocked(ToGrpc(s));
+        break;
+      }
+      if (!next) break;
+      response_.Clear();
+      *response_.mutable_event() = next->event->event;
+      response_.set_delivery_attempt(next->attempt);
+      StartWriteLocked(now);
+    } while (repump_);
+    pumping_ = false;
+  }
+
+  void StartWriteLocked(int64_t now) {
+    writing_ = true;
+    last_write_ = now;
+    reactor_->StartWrite(&response_);
+  }
+
+  void FinishLocked(const grpc::Status& status) {
+    if (finished_ || !reactor_) return;
+    if (writing_) {
+      // Finish after the outstanding write completes (or fails).
+      if (!pending_finish_) pending_finish_ = status;
+      return;
+    }
+    finished_ = true;
+    if (engine_->durable()) engine_->Persist(true);
+    reactor_->Finish(status);
+  }
+
+  const ServiceConfig& config_;
+  std::recursive_mutex mu_;
+  std::unique_ptr<SubscriptionEngine> engine_;
+  const uint32_t heartbeat_ms_;
+  grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* reactor_ = nullptr;
+  icr::v1::SubscribeResponse response_;
+  int64_t last_write_ = 0;
+  bool writing_ = false;
+  bool finished_ = false;
+  bool pumping_ = false;
+  bool repump_ = false;
+  std::optional<grpc::Status> pending_finish_;
+};
+
+class SubscribeReactor final : public grpc::ServerWriteReactor<icr::v1::SubscribeResponse> {
+ public:
+  SubscribeReactor(const ServiceConfig& config, std::string durable_name)
+      : config_(config), durable_name_(std::move(durable_name)) {}
+
+  void Begin(std::shared_ptr<SubscribeSession> session) {
+    session_ = std::move(session);
+    config_.hub->Add(session_);
+    session_->Attach(this);
+  }
+
+  void FailNow(const grpc::Status& status) { Finish(status); }
+
+  void OnWriteDone(bool ok) override { session_->OnWriteDone(ok); }
+  void OnCancel() override {
+    if (session_) session_->OnCancel();
+  }
+  void OnDone() override {
+    if (session_) {
+      session_->Detach();
+      config_.hub->Remove(session_.get());
+      if (!durable_name_.empty()) config_.hub->ReleaseDurable(durable_name_, session_.get());
+    }
+    delete this;
+  }
+
+ private:
+  const ServiceConfig& config_;
+  const std::string durable_name_;
+  std::shared_ptr<SubscribeSession> session_;
+};
+
+uint32_t OrDefault(uint32_t value, uint32_t def) { return value == 0 ? def : value; }
+
+// Where a new subscription starts: the first position to deliver.
+store::Status StartPosition(store::EventStore* store, const icr::v1::StartAt& start,
+                            uint64_t* first) {
+  switch (start.start_case()) {
+    case icr::v1::StartAt::kPosition:
+      if (start.position() == 0) {
+        return store::Status::InvalidArgument("start.position: positions start at 1");
+      }
+      *first = start.position();
+      return {};
+    case icr::v1::StartAt::kTime:
+      return store->FindPositionAtTime(ToMicros(start.time()), first);
+    case icr::v1::StartAt::kEarliest:
+      *first = 1;
+      return {};
+    case icr::v1::StartAt::kLatest:
+    case icr::v1::StartAt::START_NOT_SET:
+      *first = store->LastPosition() + 1;
+      return {};
+  }
+  return {};
+}
+
+grpc::Status CheckRange(const char* field, uint32_t value, uint32_t lo, uint32_t hi) {
+  if (value != 0 && (value < lo || value > hi)) {
+    return Invalid(std::string(field) + ": " + std::to_string(value) + " is outside " +
+                   std::to_string(lo) + ".." + std::to_string(hi));
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Publish
+// ---------------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* BrokerService::Publish(grpc::CallbackServerContext* ctx,
+                                                 const icr::v1::PublishRequest* request,
+                                                 icr::v1::PublishResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!request->has_event()) {
+    reactor->Finish(Invalid("event: is required"));
+    return reactor;
+  }
+  std::vector<CareEvent> events{request->event()};
+  std::string problem =
+      ValidateAndNormaliseEvent(&events[0], NowMicros(), config_.validation, "event");
+  if (!problem.empty()) {
+    reactor->Finish(Invalid(problem));
+    return reactor;
+  }
+  config_.store->AppendAsync(std::move(events), [reactor, response](
+                                                    const store::Status& s,
+                                                    std::vector<store::AppendResult> results) {
+    if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return;
+    }
+    FillResult(results[0], response);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::PublishBatch(grpc::CallbackServerContext* ctx,
+                                                      const icr::v1::PublishBatchRequest* request,
+                                                      icr::v1::PublishBatchResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  std::vector<CareEvent> events;
+  std::string problem = ValidateAll(request->events(), config_.validation, true, &events);
+  if (!problem.empty()) {
+    reactor->Finish(Invalid(problem + " (nothing in this batch was stored)"));
+    return reactor;
+  }
+  config_.store->AppendAsync(std::move(events), [reactor, response](
+                                                    const store::Status& s,
+                                                    std::vector<store::AppendResult> results) {
+    if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return;
+    }
+    for (const auto& r : results) FillResult(r, response->add_results());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerBidiReactor<icr::v1::PublishStreamRequest, icr::v1::PublishStreamResponse>*
+BrokerService::PublishStream(grpc::CallbackServerContext* ctx) {
+  return new PublishStreamReactor(config_);
+}
+
+// ---------------------------------------------------------------------------
+// Subscribe and durable subscriptions
+// ---------------------------------------------------------------------------
+
+grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
+    grpc::CallbackServerContext* ctx, const icr::v1::SubscribeRequest* request) {
+  const std::string& name = request->subscription();
+  auto* reactor = new SubscribeReactor(config_, name);
+  auto fail = [reactor](const grpc::Status& s) {
+    reactor->FailNow(s);
+    return reactor;
+  };
+  if (auto p = ValidateFilter(request->filter()); !p.empty()) return fail(Invalid(p));
+  for (auto g : {CheckRange("ack_timeout_ms", request->ack_timeout_ms(), 1000, 3600000),
+                 CheckRange("max_attempts", request->max_attempts(), 1, 100),
+                 CheckRange("max_in_flight", request->max_in_flight(), 1, 10000),
+                 CheckRange("heartbeat_ms", request->heartbeat_ms(), 100, 3600000)}) {
+    if (!g.ok()) return fail(g);
+  }
+  const uint32_t heartbeat_ms = request->heartbeat_ms() == 0 ? 15000 : request->heartbeat_ms();
+
+  std::unique_ptr<SubscriptionEngine> engine;
+  if (name.empty()) {
+    uint64_t first = 0;
+    if (auto s = StartPosition(config_.store, request->start(), &first); !s.ok()) {
+      return fail(ToGrpc(s));
+    }
+    engine = std::make_unique<SubscriptionEngine>(config_.hub, CompiledFilter(request->filter()),
+                                                  first);
+    auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms);
+    reactor->Begin(session);
+    return reactor;
+  }
+
+  if (auto p = ValidateSubscriptionName(name); !p.empty()) return fail(Invalid(p));
+  icr::v1::internal::SubscriptionState state;
+  std::string bytes;
+  store::Status got = config_.store->GetSubscription(name, &bytes);
+  if (got.ok()) {
+    if (!state.ParseFromString(bytes)) {
+      return fail({grpc::StatusCode::DATA_LOSS,
+                   "subscription '" + name + "': stored state cannot be read"});
+    }
+  } else if (got.code() == store::StatusCode::kNotFound) {
+    uint64_t first = 0;
+    if (auto s = StartPosition(config_.store, request->start(), &first); !s.ok()) {
+      return fail(ToGrpc(s));
+    }
+    state.set_name(name);
+    state.set_cursor(first - 1);
+    SetTimestamp(state.mutable_created_at(), NowMicros());
+  } else {
+    return fail(ToGrpc(got));
+  }
+  *state.mutable_filter() = request->filter();
+  state.set_ack_timeout_ms(OrDefault(request->ack_timeout_ms(), 30000));
+  state.set_max_attempts(OrDefault(request->max_attempts(), 5));
+  state.set_max_in_flight(OrDefault(request->max_in_flight(), 1000));
+
+  state.SerializeToString(&bytes);
+  if (auto s = config_.store->PutSubscription(name, bytes, true); !s.ok()) return fail(ToGrpc(s));
+
+  engine = std::make_unique<SubscriptionEngine>(config_.hub, config_.store, std::move(state));
+  auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms);
+  if (!config_.hub->ClaimDurable(name, session)) {
+    return fail({grpc::StatusCode::FAILED_PRECONDITION,
+                 "subscription '" + name +
+                     "' already has a connected stream; one stream per durable subscription "
+                     "(close the other stream first)"});
+  }
+  reactor->Begin(session);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::Ack(grpc::CallbackServerContext* ctx,
+                                             const icr::v1::AckRequest* request,
+                                             icr::v1::AckResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  if (auto p = ValidateSubscriptionName(request->subscription()); !p.empty()) {
+    reactor->Finish(Invalid(p));
+    return reactor;
+  }
+  auto session = config_.hub->FindDurable(request->subscription());
+  if (!session) {
+    std::string bytes;
+    store::Status s = config_.store->GetSubscription(request->subscription(), &bytes);
+    if (s.code() == store::StatusCode::kNotFound) {
+      reactor->Finish({grpc::StatusCode::NOT_FOUND,
+                       "subscription '" + request->subscription() + "' does not exist"});
+    } else {
+      reactor->Finish({grpc::StatusCode::FAILED_PRECONDITION,
+                       "subscription '" + request->subscription() +
+                           "' has no connected stream; unacknowledged events are redelivered "
+                           "when it reconnects"});
+    }
+    return reactor;
+  }
+  std::vector<uint64_t> positions(request->positions().begin(), request->positions().end());
+  AckOutcome outcome = session->Ack(positions);
+  response->set_cursor(outcome.cursor);
+  for (uint64_t p : outcome.unknown_positions) response->add_unknown_positions(p);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::ListParked(grpc::CallbackServerContext* ctx,
+                                                    const icr::v1::ListParkedRequest* request,
+                                                    icr::v1::ListParkedResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  std::string bytes;
+  store::Status s = config_.store->GetSubscription(request->subscription(), &bytes);
+  if (!s.ok()) {
+    reactor->Finish(s.code() == store::StatusCode::kNotFound
+                        ? grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                       "subscription '" + request->subscription() +
+                                           "' does not exist")
+                        : ToGrpc(s));
+    return reactor;
+  }
+  size_t limit = request->limit() == 0 ? 100 : std::min<uint32_t>(request->limit(), 1000);
+  std::vector<std::pair<uint64_t, std::string>> parked;
+  s = config_.store->ListParked(request->subscription(), limit, &parked);
+  for (size_t i = 0; s.ok() && i < parked.size(); ++i) {
+    icr::v1::internal::ParkedRecord record;
+    record.ParseFromString(parked[i].second);
+    store::EventPtr event;
+    s = config_.store->Get(parked[i].first, &event);
+    if (!s.ok()) break;
+    auto* out = response->add_parked();
+    *out->mutable_event() = event->event;
+    out->set_attempts(record.attempts());
+    *out->mutable_parked_at() = record.parked_at();
+  }
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::ReplayParked(grpc::CallbackServerContext* ctx,
+                                                      const icr::v1::ReplayParkedRequest* request,
+                                                      icr::v1::ReplayParkedResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  const std::string& name = request->subscription();
+  std::vector<uint64_t> positions(request->positions().begin(), request->positions().end());
+  if (auto session = config_.hub->FindDurable(name)) {
+    uint32_t count = 0;
+    store::Status s = session->Replay(positions, &count);
+    response->set_replayed(count);
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
+  // Not connected: flag the records; the engine queues them on reconnect.
+  std::string state;
+  store::Status s = config_.store->GetSubscription(name, &state);
+  if (!s.ok()) {
+    reactor->Finish(s.code() == store::StatusCode::kNotFound
+                        ? grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                       "subscription '" + name + "' does not exist")
+                        : ToGrpc(s));
+    return reactor;
+  }
+  std::vector<std::pair<uint64_t, std::string>> parked;
+  s = config_.store->ListParked(name, 100000, &parked);
+  std::set<uint64_t> wanted(positions.begin(), positions.end());
+  uint32_t count = 0;
+  for (size_t i = 0; s.ok() && i < parked.size(); ++i) {
+    if (!wanted.empty() && !wanted.count(parked[i].first)) continue;
+    icr::v1::internal::ParkedRecord record;
+    record.ParseFromString(parked[i].second);
+    record.set_replay_requested(true);
+    s = config_.store->PutParked(name, parked[i].first, record.SerializeAsString(), state);
+    if (s.ok()) ++count;
+  }
+  response->set_replayed(count);
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::DeleteSubscription(
+    grpc::CallbackServerContext* ctx, const icr::v1::DeleteSubscriptionRequest* request,
+    icr::v1::DeleteSubscriptionResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  const std::string& name = request->subscription();
+  if (config_.hub->FindDurable(name)) {
+    reactor->Finish({grpc::StatusCode::FAILED_PRECONDITION,
+                     "subscription '" + name + "' has a connected stream; close it first"});
+    return reactor;
+  }
+  std::string bytes;
+  store::Status s = config_.store->GetSubscription(name, &bytes);
+  if (s.ok()) s = config_.store->DeleteSubscription(name);
+  if (s.code() == store::StatusCode::kNotFound) {
+    reactor->Finish({grpc::StatusCode::NOT_FOUND, "subscription '" + name + "' does not exist"});
+    return reactor;
+  }
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::ListSubscriptions(
+    grpc::CallbackServerContext* ctx, const icr::v1::ListSubscriptionsRequest* request,
+    icr::v1::ListSubscriptionsResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  std::vector<std::pair<std::string, std::string>> all;
+  store::Status s = config_.store->ListSubscriptions(&all);
+  const uint64_t last = config_.store->LastPosition();
+  for (size_t i = 0; s.ok() && i < all.size(); ++i) {
+    icr::v1::internal::SubscriptionState state;
+    if (!state.ParseFromString(all[i].second)) continue;
+    auto* info = response->add_subscriptions();
+    info->set_name(state.name());
+    *info->mutable_filter() = state.filter();
+    *info->mutable_created_at() = state.created_at();
+    auto session = config_.hub->FindDurable(state.name());
+    if (session) {
+      info->set_connected(true);
+      info->set_in_flight(session->InFlight());
+    }
+    info->set_cursor(state.cursor());
+    info->set_lag(last > state.cursor() ? last - state.cursor() : 0);
+    std::vector<std::pair<uint64_t, std::string>> parked;
+    if (config_.store->ListParked(state.name(), 100000, &parked).ok()) {
+      info->set_parked(static_cast<uint32_t>(parked.size()));
+    }
+  }
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+// ---------------------------------------------------------------------------
+// Queries
+// ---------------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
+    grpc::CallbackServerContext* ctx, const icr::v1::GetPatientHistoryRequest* request,
+    icr::v1::GetPatientHistoryResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  std::string nhs = NormaliseNhsNumber(request->nhs_number());
+  if (auto p = NhsNumberProblem(nhs); !p.empty()) {
+    reactor->Finish(Invalid("nhs_number: " + p));
+    return reactor;
+  }
+  if (request->page_size() > 1000) {
+    reactor->Finish(Invalid("page_size: " + std::to_string(request->page_size()) +
+                            " exceeds the limit of 1000"));
+    return reactor;
+  }
+  const size_t page_size = request->page_size() == 0 ? 100 : request->page_size();
+  uint64_t after = 0;
+  if (!request->page_token().empty()) {
+    char* end = nullptr;
+    after = std::strtoull(request->page_token().c_str(), &end, 10);
+    if (end == nullptr || *end != '\0' || after == 0) {
+      reactor->Finish(Invalid("page_token: not a token from a previous response"));
+      return reactor;
+    }
+  }
+  std::set<int> types(request->event_types().begin(), request->event_types().end());
+  const bool has_from = request->has_from(), has_to = request->has_to();
+  const int64_t from = ToMicros(request->from()), to = ToMicros(request->to());
+  bool more = true;
+  while (more && static_cast<size_t>(response->events_size()) < page_size) {
+    std::vector<store::EventPtr> chunk;
+    store::Status s = config_.store->ReadPatient(nhs, after, 256, &chunk);
+    if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+    more = chunk.size() == 256;
+    for (const auto& e : chunk) {
+      after = e->position;
+      const CareEvent& ev = e->event;
+      const int64_t occurred = ToMicros(ev.occurred_at());
+      if ((types.empty() || types.count(ev.event_type())) && (!has_from || occurred >= from) &&
+          (!has_to || occurred < to)) {
+        *response->add_events() = ev;
+        if (static_cast<size_t>(response->events_size()) == page_size) {
+          more = true;
+          break;
+        }
+      }
+    }
+  }
+  if (more && static_cast<size_t>(response->events_size()) == page_size) {
+    response->set_next_page_token(std::to_string(after));
+  }
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BrokerService::GetStatus(grpc::CallbackServerContext* ctx,
+                                                   const icr::v1::GetStatusRequest* request,
+                                                   icr::v1::GetStatusResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  response->set_version(ICR_VERSION);
+  response->set_last_position(config_.store->LastPosition());
+  response->set_events_stored(config_.store->LastPosition());
+  response->set_subscriptions_connected(static_cast<uint32_t>(config_.hub->connected()));
+  std::vector<std::pair<std::string, std::string>> all;
+  if (config_.store->ListSubscriptions(&all).ok()) {
+    response->set_durable_subscriptions(static_cast<uint32_t>(all.size()));
+  }
+  response->set_durability(config_.durability);
+  SetTimestamp(response->mutable_started_at(), config_.started_at_micros);
+  response->set_data_dir(config_.data_dir);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace icr::broker

@@ -1,0 +1,71 @@
+// BrokerService: the icr.v1.Broker gRPC service (callback API). It converts
+// between protos and the broker's parts (validation, store, hub, delivery
+// engine) and holds no business rules of its own.
+//
+// Thread-safety: gRPC calls its methods from its own threads; store
+// completions arrive on the store's writer thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "broker/hub.h"
+#include "broker/validation.h"
+#include "icr/v1/broker.grpc.pb.h"
+#include "store/store.h"
+
+namespace icr::broker {
+
+struct ServiceConfig {
+  store::EventStore* store = nullptr;
+  Hub* hub = nullptr;
+  ValidationOptions validation;
+  std::string data_dir;
+  std::string durability;
+  int64_t started_at_micros = 0;
+};
+
+class BrokerService final : public icr::v1::Broker::CallbackService {
+ public:
+  explicit BrokerService(ServiceConfig config) : config_(std::move(config)) {}
+
+  grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
+                                    const icr::v1::PublishRequest* request,
+                                    icr::v1::PublishResponse* response) override;
+  grpc::ServerUnaryReactor* PublishBatch(grpc::CallbackServerContext* ctx,
+                                         const icr::v1::PublishBatchRequest* request,
+                                         icr::v1::PublishBatchResponse* response) override;
+  grpc::ServerBidiReactor<icr::v1::PublishStreamRequest, icr::v1::PublishStreamResponse>*
+  PublishStream(grpc::CallbackServerContext* ctx) override;
+  grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* Subscribe(
+      grpc::CallbackServerContext* ctx, const icr::v1::SubscribeRequest* request) override;
+  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx,
+                                const icr::v1::AckRequest* request,
+                                icr::v1::AckResponse* response) override;
+  grpc::ServerUnaryReactor* ListParked(grpc::CallbackServerContext* ctx,
+                                       const icr::v1::ListParkedRequest* request,
+                                       icr::v1::ListParkedResponse* response) override;
+  grpc::ServerUnaryReactor* ReplayParked(grpc::CallbackServerContext* ctx,
+                                         const icr::v1::ReplayParkedRequest* request,
+                                         icr::v1::ReplayParkedResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteSubscription(
+      grpc::CallbackServerContext* ctx, const icr::v1::DeleteSubscriptionRequest* request,
+      icr::v1::DeleteSubscriptionResponse* response) override;
+  grpc::ServerUnaryReactor* ListSubscriptions(
+      grpc::CallbackServerContext* ctx, const icr::v1::ListSubscriptionsRequest* request,
+      icr::v1::ListSubscriptionsResponse* response) override;
+  grpc::ServerUnaryReactor* GetPatientHistory(
+      grpc::CallbackServerContext* ctx, const icr::v1::GetPatientHistoryRequest* request,
+      icr::v1::GetPatientHistoryResponse* response) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
+                                      const icr::v1::GetStatusRequest* request,
+                                      icr::v1::GetStatusResponse* response) override;
+
+  const ServiceConfig& config() const { return config_; }
+
+ private:
+  ServiceConfig config_;
+};
+
+}  // namespace icr::broker

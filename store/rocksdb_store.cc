@@ -1,0 +1,1028 @@
+// RocksDbStore: the RocksDB implementation of EventStore (contract in
+// store/store.h, key layout in store/keys.h).
+//
+// Write path (group commit): AppendAsync puts a call on a bounded queue and
+// returns. One writer thread takes everything waiting (up to
+// max_batch_events, never splitting a call), resolves idempotency, assigns
+// position / event_id / recorded_at, writes the whole group as ONE
+// rocksdb::WriteBatch with one WAL sync, publishes the new last position, then
+// runs the commit listener and the calls' callbacks.
+//
+// Read path: readers go to RocksDB directly and never look above the
+// published last position, so they see only committed events.
+//
+// Failure policy: a failed group write fails every call of the group and
+// rolls the positions back; the store then refuses further appends
+// (fail-stop) until it is reopened, because after a failed WAL write or sync
+// RocksDB cannot tell us whether the batch will reappear on recovery, and
+// reusing its positions could point idempotency records at other events.
+//
+// Thread-safety: see store.h. Internally: mu_ guards the queue; db_mu_ guards
+// the lifetime of db_ (shared for every use, exclusive to close); the writer
+// thread alone touches the write-side state (last_recorded_micros_,
+// write_error_).
+#include <rocksdb/cache.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "store/keys.h"
+#include "store/store.h"
+
+namespace icr::store {
+namespace {
+
+using icr::v1::CareEvent;
+
+// Column families, in the order their handles are kept.
+enum Cf : size_t { kDefault = 0, kEvents, kPatient, kIdempotency, kCursors, kParked, kNumCfs };
+constexpr const char* kCfNames[kNumCfs] = {"default", "events",  "patient",
+                                          "idempotency", "cursors", "parked"};
+
+// Metadata in the default column family.
+constexpr char kSchemaVersionKey[] = "schema_version";
+constexpr char kSchemaVersion[] = "1";
+
+constexpr auto kRelaxedSyncInterval = std::chrono::milliseconds(100);
+
+// The one place where a rocksdb::Status becomes a Status. `what` says what the
+// store was doing ("writing 12 events"), `path` which data directory.
+Status FromRocks(const rocksdb::Status& s, std::string_view what, const std::string& path) {
+  if (s.ok()) return Status::Ok();
+  const std::string detail = s.ToString();
+  const std::string where = std::string(what) + " in " + path + " failed: " + detail;
+  if (s.IsIOError() && detail.find("/LOCK") != std::string::npos) {
+    if (detail.find("lock hold by current process") != std::string::npos) {
+      return Status::Unavailable("data directory " + path +
+                                 " is already open in this process (RocksDB LOCK held): " +
+                                 detail);
+    }
+    if (detail.find("While lock file") != std::string::npos) {
+      return Status::Unavailable("data directory " + path +
+                                 " is in use by another icr-broker process (RocksDB LOCK "
+                                 "held): " +
+                                 detail);
+    }
+  }
+  if (s.IsNoSpace()) {
+    return Status::ResourceExhausted(where + " (the disk holding " + path + " is full)");
+  }
+  if (s.IsMemoryLimit()) return Status::ResourceExhausted(where);
+  if (s.IsNotFound()) return Status::NotFound(where);
+  if (s.IsCorruption()) {
+    return Status::Corruption(where + " (stored data failed a checksum or is malformed)");
+  }
+  if (s.IsIOError() || s.IsBusy() || s.IsTimedOut() || s.IsTryAgain() || s.IsIncomplete()) {
+    return Status::Unavailable(where);
+  }
+  if (s.IsShutdownInProgress() || s.IsAborted()) return Status::Aborted(where);
+  if (s.IsInvalidArgument() || s.IsNotSupported()) {
+    // The store passes RocksDB only keys and options it builds itself, so
+    // these mean the directory's contents do not fit this build.
+    return Status::FailedPrecondition(where);
+  }
+  return Status::Internal(where);
+}
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t TimestampMicros(const google::protobuf::Timestamp& t) {
+  return t.seconds() * 1000000 + t.nanos() / 1000;
+}
+
+void SetTimestampMicros(int64_t micros, google::protobuf::Timestamp* t) {
+  int64_t seconds = micros / 1000000;
+  int64_t rest = micros % 1000000;
+  if (rest < 0) {
+    rest += 1000000;
+    --seconds;
+  }
+  t->set_seconds(seconds);
+  t->set_nanos(static_cast<int32_t>(rest * 1000));
+}
+
+// A random (version 4) UUID: 8-4-4-4-12 lowercase hex.
+std::string NewUuidV4(std::mt19937_64* rng) {
+  uint64_t hi = (*rng)();
+  uint64_t lo = (*rng)();
+  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // variant 10
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(36, '-');
+  size_t out = 0;
+  auto put = [&](uint64_t v, int nibbles) {
+    for (int i = nibbles - 1; i >= 0; --i) s[out++] = kHex[(v >> (4 * i)) & 0xf];
+  };
+  put(hi >> 32, 8);
+  ++out;
+  put(hi >> 16, 4);
+  ++out;
+  put(hi, 4);
+  ++out;
+  put(lo >> 48, 4);
+  ++out;
+  put(lo, 12);
+  return s;
+}
+
+uint64_t RandomSeed() {
+  try {
+    std::random_device rd;
+    return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  } catch (...) {
+    // No entropy source: fall back to the clock and the thread id.
+    return static_cast<uint64_t>(NowMicros()) ^
+           (std::hash<std::thread::id>()(std::this_thread::get_id()) << 1);
+  }
+}
+
+// Runs a user callback; an exception from it must not kill the writer thread.
+template <typename F, typename... Args>
+void InvokeNoThrow(const char* what, F& f, Args&&... args) {
+  try {
+    f(std::forward<Args>(args)...);
+  } catch (...) {
+    std::fprintf(stderr, "icr store: %s threw an exception; ignored\n", what);
+  }
+}
+
+rocksdb::ColumnFamilyOptions MakeCfOptions(const std::shared_ptr<rocksdb::Cache>& cache,
+                                           rocksdb::CompressionType compression,
+                                           size_t write_buffer_size, bool bloom,
+                                           bool whole_key_filtering) {
+  rocksdb::ColumnFamilyOptions o;
+  o.compaction_style = rocksdb::kCompactionStyleLevel;
+  o.level_compaction_dynamic_level_bytes = true;
+  o.write_buffer_size = write_buffer_size;
+  o.compression = compression;
+  rocksdb::BlockBasedTableOptions t;
+  t.block_cache = cache;
+  t.format_version = 5;
+  t.cache_index_and_filter_blocks = true;
+  t.pin_l0_filter_and_index_blocks_in_cache = true;
+  if (bloom) t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  t.whole_key_filtering = whole_key_filtering;
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  return o;
+}
+
+class RocksDbStore final : public EventStore {
+ public:
+  explicit RocksDbStore(StoreOptions options) : options_(std::move(options)) {}
+  ~RocksDbStore() override { Close(); }
+
+  RocksDbStore(const RocksDbStore&) = delete;
+  RocksDbStore& operator=(const RocksDbStore&) = delete;
+
+  // Opens the database, checks the schema, recovers the last position and
+  // starts the writer thread. Called once, before the store is shared.
+  Status Open();
+
+  void AppendAsync(std::vector<CareEvent> events, AppendCallback done) override;
+  void SetCommitListener(CommitListener listener) override { listener_ = std::move(listener); }
+  uint64_t LastPosition() const override {
+    return last_position_.load(std::memory_order_acquire);
+  }
+  Status ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* out) override;
+  Status Get(uint64_t position, EventPtr* out) override;
+  Status ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
+                     std::vector<EventPtr>* out) override;
+  Status FindPositionAtTime(int64_t micros, uint64_t* position) override;
+  Status PutSubscription(const std::string& name, const std::string& value, bool sync) override;
+  Status GetSubscription(const std::string& name, std::string* value) override;
+  Status DeleteSubscription(const std::string& name) override;
+  Status ListSubscriptions(std::vector<std::pair<std::string, std::string>>* name_values) override;
+  Status PutParked(const std::string& name, uint64_t position, const std::string& value,
+                   const std::string& subscription_value) override;
+  Status DeleteParked(const std::string& name, uint64_t position) override;
+  Status ListParked(const std::string& name, size_t max,
+                    std::vector<std::pair<uint64_t, std::string>>* out) override;
+  StoreStats Stats() const override;
+  // REQUIRES: not called from a `done` callback or the commit listener (the
+  // writer thread); from there it only stops accepting appends.
+  void Close() override;
+
+ private:
+  struct PendingCall {
+    std::vector<CareEvent> events;
+    AppendCallback done;
+  };
+
+  Status OpenDb();
+  Status CheckSchema();
+  Status RecoverLastPosition();
+
+  void WriterLoop();
+  void CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng);
+  // The stored original of an idempotency key; kNotFound if there is none.
+  Status LookupStored(const std::string& idempotency_key, AppendResult* result);
+
+  // REQUIRES: db_ open and in use (db_mu_ held shared, or the writer thread).
+  Status ReadEvent(uint64_t position, EventPtr* out);
+  Status ParseEvent(uint64_t position, const rocksdb::Slice& value, EventPtr* out) const;
+  Status Rocks(const rocksdb::Status& s, std::string_view what) const {
+    return FromRocks(s, what, options_.data_dir);
+  }
+  static Status Closed() { return Status::Aborted("the event store is closed"); }
+
+  const StoreOptions options_;
+
+  // Lifetime of db_ and cfs_: shared by every user, exclusive in Close().
+  mutable std::shared_mutex db_mu_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs_;
+  std::shared_ptr<rocksdb::Cache> cache_;
+
+  // The append queue.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<PendingCall> queue_;
+  size_t queued_events_ = 0;
+  bool accepting_ = false;
+  bool stop_ = false;
+
+  std::thread writer_;
+  std::thread::id writer_id_;
+  std::mutex close_mu_;
+  bool closed_ = false;
+
+  std::atomic<uint64_t> last_position_{0};
+  CommitListener listener_;
+
+  // Writer thread only (and Open before the writer starts).
+  int64_t last_recorded_micros_ = 0;
+  Status write_error_;
+
+  std::atomic<uint64_t> appended_events_{0};
+  std::atomic<uint64_t> duplicate_events_{0};
+  std::atomic<uint64_t> write_batches_{0};
+};
+
+// ---------------------------------------------------------------------------
+// Open and close
+// ---------------------------------------------------------------------------
+
+Status RocksDbStore::Open() {
+  if (options_.data_dir.empty()) {
+    return Status::InvalidArgument("StoreOptions.data_dir is empty");
+  }
+  if (options_.max_batch_events == 0) {
+    return Status::InvalidArgument("StoreOptions.max_batch_events must be at least 1");
+  }
+  if (options_.max_queued_events == 0) {
+    return Status::InvalidArgument("StoreOptions.max_queued_events must be at least 1");
+  }
+  Status s = OpenDb();
+  if (!s.ok()) return s;
+  s = CheckSchema();
+  if (!s.ok()) return s;
+  s = RecoverLastPosition();
+  if (!s.ok()) return s;
+  {
+    std::lock_guard lk(mu_);
+    accepting_ = true;
+  }
+  try {
+    writer_ = std::thread([this] { WriterLoop(); });
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("cannot start the store writer thread: ") + e.what());
+  }
+  writer_id_ = writer_.get_id();
+  return Status::Ok();
+}
+
+Status RocksDbStore::OpenDb() {
+  namespace fs = std::filesystem;
+  const std::string& dir = options_.data_dir;
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (fs::exists(st) && !fs::is_directory(st)) {
+    return Status::FailedPrecondition("data directory " + dir +
+                                      " exists but is not a directory");
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return Status::Unavailable("cannot create data directory " + dir + ": " + ec.message());
+  }
+  if (!fs::is_directory(dir, ec)) {
+    return Status::FailedPrecondition("data directory " + dir + " is not a directory");
+  }
+
+  cache_ = rocksdb::NewLRUCache(options_.block_cache_bytes);
+  rocksdb::CompressionType compression = rocksdb::kNoCompression;
+  for (rocksdb::CompressionType c : rocksdb::GetSupportedCompressions()) {
+    if (c == rocksdb::kLZ4Compression) compression = rocksdb::kLZ4Compression;
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  db_options.bytes_per_sync = 1 << 20;
+  db_options.max_total_wal_size = 512u << 20;
+  db_options.keep_log_file_num = 5;
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // One thread writes events; pipelining across writer groups does not help
+  // it (measured: no gain for the single writer).
+  db_options.enable_pipelined_write = false;
+
+  constexpr size_t kMiB = 1u << 20;
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(kCfNames[kDefault],
+                           MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
+  descriptors.emplace_back(kCfNames[kEvents],
+                           MakeCfOptions(cache_, compression, 64 * kMiB, false, true));
+  {
+    rocksdb::ColumnFamilyOptions patient =
+        MakeCfOptions(cache_, compression, 32 * kMiB, /*bloom=*/true,
+                      /*whole_key_filtering=*/false);
+    patient.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(keys::kNhsNumberLength));
+    patient.memtable_prefix_bloom_size_ratio = 0.05;
+    descriptors.emplace_back(kCfNames[kPatient], patient);
+  }
+  descriptors.emplace_back(kCfNames[kIdempotency],
+                           MakeCfOptions(cache_, compression, 32 * kMiB, true, true));
+  descriptors.emplace_back(kCfNames[kCursors],
+                           MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
+  descriptors.emplace_back(kCfNames[kParked],
+                           MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
+
+  rocksdb::DB* raw = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status rs = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw);
+  if (!rs.ok()) return Rocks(rs, "opening the event store");
+  std::unique_lock lk(db_mu_);
+  db_.reset(raw);
+  cfs_ = std::move(handles);
+  return Status::Ok();
+}
+
+Status RocksDbStore::CheckSchema() {
+  std::string version;
+  rocksdb::Status rs =
+      db_->Get(rocksdb::ReadOptions(), cfs_[kDefault], kSchemaVersionKey, &version);
+  if (rs.ok()) {
+    if (version == kSchemaVersion) return Status::Ok();
+    return Status::FailedPrecondition(
+        "data directory " + options_.data_dir + " has store schema version '" + version +
+        "' but this icr-broker understands only version " + kSchemaVersion +
+        "; refusing to open (run a broker that knows this version)");
+  }
+  if (!rs.IsNotFound()) return Rocks(rs, "reading the store schema version");
+  // No version: only a brand-new (empty) database may be stamped.
+  for (size_t cf = kEvents; cf < kNumCfs; ++cf) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[cf]));
+    it->SeekToFirst();
+    if (!it->status().ok()) return Rocks(it->status(), "checking that the store is empty");
+    if (it->Valid()) {
+      return Status::FailedPrecondition(
+          "data directory " + options_.data_dir +
+          " holds data but no store schema version; refusing to open it as an icr-broker "
+          "store");
+    }
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return Rocks(db_->Put(wo, cfs_[kDefault], kSchemaVersionKey, kSchemaVersion),
+               "writing the store schema version");
+}
+
+Status RocksDbStore::RecoverLastPosition() {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kEvents]));
+  it->SeekToLast();
+  if (!it->status().ok()) return Rocks(it->status(), "finding the last event");
+  if (!it->Valid()) return Status::Ok();  // empty log
+  uint64_t position = 0;
+  if (!keys::DecodePosition(std::string_view(it->key().data(), it->key().size()), &position)) {
+    return Status::Corruption("the last key of the events column family in " +
+                              options_.data_dir + " is not an 8-byte position");
+  }
+  EventPtr last;
+  Status s = ParseEvent(position, it->value(), &last);
+  if (!s.ok()) return s;
+  last_position_.store(position, std::memory_order_release);
+  last_recorded_micros_ = TimestampMicros(last->event.recorded_at());
+  return Status::Ok();
+}
+
+void RocksDbStore::Close() {
+  if (writer_.joinable() && std::this_thread::get_id() == writer_id_) {
+    // On the writer thread (from a callback): cannot join ourselves.
+    std::lock_guard lk(mu_);
+    accepting_ = false;
+    return;
+  }
+  std::lock_guard close_lk(close_mu_);
+  if (closed_) return;
+  closed_ = true;
+  {
+    std::lock_guard lk(mu_);
+    accepting_ = false;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (writer_.joinable()) writer_.join();  // drains and writes what is queued
+
+  std::unique_lock db_lk(db_mu_);
+  if (!db_) return;
+  rocksdb::Status rs = db_->FlushWAL(/*sync=*/true);
+  if (!rs.ok()) {
+    std::fprintf(stderr, "icr store: %s\n",
+                 Rocks(rs, "syncing the WAL on close").ToString().c_str());
+  }
+  for (rocksdb::ColumnFamilyHandle* h : cfs_) db_->DestroyColumnFamilyHandle(h);
+  cfs_.clear();
+  rs = db_->Close();
+  if (!rs.ok()) {
+    std::fprintf(stderr, "icr store: %s\n", Rocks(rs, "closing the store").ToString().c_str());
+  }
+  db_.reset();
+}
+
+// ---------------------------------------------------------------------------
+// Write path
+// ---------------------------------------------------------------------------
+
+void RocksDbStore::AppendAsync(std::vector<CareEvent> events, AppendCallback done) {
+  if (!done) done = [](const Status&, std::vector<AppendResult>) {};
+  if (events.empty()) {
+    InvokeNoThrow("an append callback", done, Status::Ok(), std::vector<AppendResult>());
+    return;
+  }
+  // The only content the store relies on: the patient key is fixed-width.
+  for (const CareEvent& e : events) {
+    if (e.nhs_number().size() != keys::kNhsNumberLength) {
+      InvokeNoThrow("an append callback", done,
+                    Status::InvalidArgument("nhs_number must be 10 characters; nothing stored"),
+                    std::vector<AppendResult>());
+      return;
+    }
+  }
+  const size_t n = events.size();
+  Status reject;
+  {
+    std::lock_guard lk(mu_);
+    if (!accepting_) {
+      reject = Status::Aborted("the event store is closing; nothing stored");
+    } else if (queued_events_ + n > options_.max_queued_events) {
+      reject = Status::ResourceExhausted(
+          "the event store's write queue is full (" + std::to_string(queued_events_) +
+          " events waiting, limit " + std::to_string(options_.max_queued_events) +
+          "); nothing stored, retry later");
+    } else {
+      queue_.push_back(PendingCall{std::move(events), std::move(done)});
+      queued_events_ += n;
+    }
+  }
+  if (reject.ok()) {
+    cv_.notify_one();
+  } else {
+    InvokeNoThrow("an append callback", done, reject, std::vector<AppendResult>());
+  }
+}
+
+void RocksDbStore::WriterLoop() {
+  std::mt19937_64 rng(RandomSeed());
+  const bool relaxed = options_.durability == Durability::kRelaxed;
+  bool unsynced = false;
+  auto last_sync = std::chrono::steady_clock::now();
+  for (;;) {
+    std::vector<PendingCall> group;
+    {
+      std::unique_lock lk(mu_);
+      auto ready = [this] { return stop_ || !queue_.empty(); };
+      if (relaxed && unsynced) {
+        cv_.wait_until(lk, last_sync + kRelaxedSyncInterval, ready);
+      } else {
+        cv_.wait(lk, ready);
+      }
+      if (queue_.empty() && stop_) break;
+      size_t taken = 0;
+      while (!queue_.empty()) {
+        const size_t k = queue_.front().events.size();
+        if (!group.empty() && taken + k > options_.max_batch_events) break;
+        taken += k;
+        group.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      queued_events_ -= taken;
+    }
+    if (!group.empty()) {
+      const uint64_t before = write_batches_.load(std::memory_order_relaxed);
+      CommitGroup(&group, &rng);
+      if (write_batches_.load(std::memory_order_relaxed) != before) unsynced = true;
+    }
+    if (relaxed && unsynced &&
+        std::chrono::steady_clock::now() - last_sync >= kRelaxedSyncInterval) {
+      rocksdb::Status rs = db_->SyncWAL();
+      last_sync = std::chrono::steady_clock::now();
+      unsynced = false;
+      if (!rs.ok() && write_error_.ok()) {
+        Status s = Rocks(rs, "syncing the WAL (relaxed durability)");
+        write_error_ = Status::Unavailable(s.message() + "; the store refuses writes until "
+                                           "it is reopened");
+      }
+    }
+  }
+}
+
+Status RocksDbStore::LookupStored(const std::string& idempotency_key, AppendResult* result) {
+  std::string value;
+  rocksdb::Status rs =
+      db_->Get(rocksdb::ReadOptions(), cfs_[kIdempotency], idempotency_key, &value);
+  if (rs.IsNotFound()) return Status::NotFound("");
+  if (!rs.ok()) return Rocks(rs, "looking up an idempotency key");
+  uint64_t position = 0;
+  if (!keys::DecodePosition(value, &position)) {
+    return Status::Corruption("an idempotency record in " + options_.data_dir +
+                              " does not hold an 8-byte position");
+  }
+  EventPtr original;
+  Status s = ReadEvent(position, &original);
+  if (s.code() == StatusCode::kNotFound) {
+    return Status::Corruption("an idempotency record in " + options_.data_dir +
+                              " points at position " + std::to_string(position) +
+                              ", which holds no event");
+  }
+  if (!s.ok()) return s;
+  result->position = position;
+  result->event_id = original->event.event_id();
+  result->recorded_at_micros = TimestampMicros(original->event.recorded_at());
+  result->duplicate = true;
+  return Status::Ok();
+}
+
+void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng) {
+  if (!write_error_.ok()) {
+    for (PendingCall& call : *group) {
+      InvokeNoThrow("an append callback", call.done, write_error_, std::vector<AppendResult>());
+    }
+    return;
+  }
+  rocksdb::WriteBatch batch;
+  std::vector<std::vector<AppendResult>> results(group->size());
+  std::vector<Status> call_status(group->size());
+  std::vector<EventPtr> committed;                      // new events, position order
+  std::unordered_map<std::string, size_t> batch_keys;  // idempotency key -> committed index
+  uint64_t position = last_position_.load(std::memory_order_relaxed);
+  const int64_t recorded = std::max(NowMicros(), last_recorded_micros_);
+  size_t new_events = 0;
+  size_t duplicates = 0;
+  std::string value;
+
+  for (size_t c = 0; c < group->size(); ++c) {
+    PendingCall& call = (*group)[c];
+    batch.SetSavePoint();
+    const uint64_t call_start_position = position;
+    const size_t call_start_committed = committed.size();
+    std::vector<std::string> call_keys;
+    size_t call_duplicates = 0;
+    Status s;
+    results[c].reserve(call.events.size());
+    for (CareEvent& event : call.events) {
+      std::string key = keys::IdempotencyKey(event.source_system_id(), event.source_message_id());
+      AppendResult r;
+      auto it = batch_keys.find(key);
+      if (it != batch_keys.end()) {
+        const StoredEvent& original = *committed[it->second];
+        r.position = original.position;
+        r.event_id = original.event.event_id();
+        r.recorded_at_micros = recorded;
+        r.duplicate = true;
+        results[c].push_back(std::move(r));
+        ++call_duplicates;
+        continue;
+      }
+      s = LookupStored(key, &r);
+      if (s.ok()) {
+        results[c].push_back(std::move(r));
+        ++call_duplicates;
+        continue;
+      }
+      if (s.code() != StatusCode::kNotFound) break;
+      s = Status::Ok();
+
+      ++position;
+      auto stored = std::make_shared<StoredEvent>();
+      stored->position = position;
+      stored->event = std::move(event);
+      stored->event.set_position(position);
+      stored->event.set_event_id(NewUuidV4(rng));
+      SetTimestampMicros(recorded, stored->event.mutable_recorded_at());
+      value.clear();
+      if (!stored->event.SerializeToString(&value)) {
+        s = Status::Internal("event " + std::to_string(position) + " could not be serialized");
+        break;
+      }
+      const std::string position_key = keys::EncodePosition(position);
+      batch.Put(cfs_[kEvents], position_key, value);
+      batch.Put(cfs_[kPatient], keys::PatientKey(stored->event.nhs_number(), position),
+                rocksdb::Slice());
+      batch.Put(cfs_[kIdempotency], key, position_key);
+
+      r.position = position;
+      r.event_id = stored->event.event_id();
+      r.recorded_at_micros = recorded;
+      r.duplicate = false;
+      results[c].push_back(std::move(r));
+      batch_keys.emplace(key, committed.size());
+      call_keys.push_back(std::move(key));
+      committed.push_back(std::move(stored));
+    }
+    if (s.ok()) {
+      batch.PopSavePoint();
+      duplicates += call_duplicates;
+    } else {
+      // This call alone fails; the others of the group go on.
+      batch.RollbackToSavePoint();
+      position = call_start_position;
+      committed.resize(call_start_committed);
+      for (const std::string& k : call_keys) batch_keys.erase(k);
+      results[c].clear();
+      call_status[c] = s;
+    }
+  }
+  new_events = committed.size();
+
+  if (new_events > 0) {
+    rocksdb::WriteOptions wo;
+    wo.sync = options_.durability == Durability::kSync;
+    rocksdb::Status rs = db_->Write(wo, &batch);
+    if (!rs.ok()) {
+      Status mapped = Rocks(rs, "writing a group of " + std::to_string(new_events) + " events");
+      Status failure =
+          mapped.code() == StatusCode::kResourceExhausted
+              ? Status::ResourceExhausted(mapped.message() + "; nothing stored")
+              : Status::Unavailable(mapped.message() + "; nothing stored");
+      write_error_ = Status(failure.code(), mapped.message() +
+                                                "; the store refuses writes until it is "
+                                                "reopened");
+      for (size_t c = 0; c < group->size(); ++c) {
+        InvokeNoThrow("an append callback", (*group)[c].done,
+                      call_status[c].ok() ? failure : call_status[c],
+                      std::vector<AppendResult>());
+      }
+      return;  // positions roll back: last_position_ was not touched
+    }
+    last_recorded_micros_ = recorded;
+    last_position_.store(position, std::memory_order_release);
+    write_batches_.fetch_add(1, std::memory_order_relaxed);
+  }
+  appended_events_.fetch_add(new_events, std::memory_order_relaxed);
+  duplicate_events_.fetch_add(duplicates, std::memory_order_relaxed);
+
+  if (new_events > 0 && listener_) InvokeNoThrow("the commit listener", listener_, committed);
+  for (size_t c = 0; c < group->size(); ++c) {
+    InvokeNoThrow("an append callback", (*group)[c].done, call_status[c], std::move(results[c]));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Read path
+// ---------------------------------------------------------------------------
+
+Status RocksDbStore::ParseEvent(uint64_t position, const rocksdb::Slice& value,
+                                EventPtr* out) const {
+  auto stored = std::make_shared<StoredEvent>();
+  if (!stored->event.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+    return Status::Corruption("event at position " + std::to_string(position) + " in " +
+                              options_.data_dir + " cannot be parsed (" +
+                              std::to_string(value.size()) + " bytes)");
+  }
+  if (stored->event.position() != position) {
+    return Status::Corruption("event stored at position " + std::to_string(position) + " in " +
+                              options_.data_dir + " says it is at position " +
+                              std::to_string(stored->event.position()));
+  }
+  stored->position = position;
+  *out = std::move(stored);
+  return Status::Ok();
+}
+
+Status RocksDbStore::ReadEvent(uint64_t position, EventPtr* out) {
+  rocksdb::PinnableSlice value;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cfs_[kEvents],
+                                keys::EncodePosition(position), &value);
+  if (rs.IsNotFound()) {
+    return Status::NotFound("no event at position " + std::to_string(position));
+  }
+  if (!rs.ok()) return Rocks(rs, "reading event " + std::to_string(position));
+  return ParseEvent(position, value, out);
+}
+
+Status RocksDbStore::ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* out) {
+  out->clear();
+  const uint64_t last = LastPosition();
+  if (from == 0) from = 1;
+  if (max == 0 || from > last) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  const std::string upper = keys::EncodePosition(last + 1);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kEvents]));
+  uint64_t expected = from;
+  Status s;
+  for (it->Seek(keys::EncodePosition(from)); it->Valid() && out->size() < max; it->Next()) {
+    uint64_t position = 0;
+    if (!keys::DecodePosition(std::string_view(it->key().data(), it->key().size()),
+                              &position)) {
+      s = Status::Corruption("a key of the events column family in " + options_.data_dir +
+                             " is not an 8-byte position");
+      break;
+    }
+    if (position != expected) break;  // a gap: reported below
+    EventPtr e;
+    s = ParseEvent(position, it->value(), &e);
+    if (!s.ok()) break;
+    out->push_back(std::move(e));
+    ++expected;
+  }
+  if (s.ok() && !it->status().ok()) s = Rocks(it->status(), "reading events");
+  if (s.ok() && out->size() < max && expected <= last) {
+    s = Status::Corruption("event at position " + std::to_string(expected) + " in " +
+                           options_.data_dir + " is missing (positions are dense up to " +
+                           std::to_string(last) + ")");
+  }
+  if (!s.ok()) out->clear();
+  return s;
+}
+
+Status RocksDbStore::Get(uint64_t position, EventPtr* out) {
+  const uint64_t last = LastPosition();
+  if (position == 0 || position > last) {
+    return Status::NotFound("no event at position " + std::to_string(position) +
+                            " (last position " + std::to_string(last) + ")");
+  }
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  Status s = ReadEvent(position, out);
+  if (s.code() == StatusCode::kNotFound) {
+    return Status::Corruption("event at position " + std::to_string(position) + " in " +
+                              options_.data_dir + " is missing (last position " +
+                              std::to_string(last) + ")");
+  }
+  return s;
+}
+
+Status RocksDbStore::ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
+                                 std::vector<EventPtr>* out) {
+  out->clear();
+  if (nhs_number.size() != keys::kNhsNumberLength) {
+    return Status::InvalidArgument("nhs_number must be 10 characters");
+  }
+  const uint64_t last = LastPosition();
+  if (max == 0 || after >= last) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+
+  // 1. Positions from the patient index (one prefix seek).
+  const std::string upper = keys::PatientKey(nhs_number, last + 1);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.prefix_same_as_start = true;
+  ro.iterate_upper_bound = &upper_slice;
+  std::vector<std::string> event_keys;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kPatient]));
+    for (it->Seek(keys::PatientKey(nhs_number, after + 1)); it->Valid() && event_keys.size() < max;
+         it->Next()) {
+      std::string_view nhs;
+      uint64_t position = 0;
+      if (!keys::ParsePatientKey(std::string_view(it->key().data(), it->key().size()), &nhs,
+                                 &position) ||
+          nhs != nhs_number) {
+        return Status::Corruption("a key of the patient column family in " + options_.data_dir +
+                                  " is malformed");
+      }
+      event_keys.push_back(keys::EncodePosition(position));
+    }
+    if (!it->status().ok()) return Rocks(it->status(), "reading a patient index");
+  }
+  if (event_keys.empty()) return Status::Ok();
+
+  // 2. The events, in one MultiGet (keys are already sorted).
+  const size_t n = event_keys.size();
+  std::vector<rocksdb::Slice> slices(event_keys.begin(), event_keys.end());
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  db_->MultiGet(rocksdb::ReadOptions(), cfs_[kEvents], n, slices.data(), values.data(),
+                statuses.data(), /*sorted_input=*/true);
+  out->reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t position = 0;
+    keys::DecodePosition(event_keys[i], &position);
+    if (statuses[i].IsNotFound()) {
+      out->clear();
+      return Status::Corruption("patient index entry for position " + std::to_string(position) +
+                                " in " + options_.data_dir + " has no event");
+    }
+    if (!statuses[i].ok()) {
+      out->clear();
+      return Rocks(statuses[i], "reading event " + std::to_string(position));
+    }
+    EventPtr e;
+    Status s = ParseEvent(position, values[i], &e);
+    if (s.ok() && e->event.nhs_number() != nhs_number) {
+      s = Status::Corruption("patient index entry for position " + std::to_string(position) +
+                             " in " + options_.data_dir + " names another person's event");
+    }
+    if (!s.ok()) {
+      out->clear();
+      return s;
+    }
+    out->push_back(std::move(e));
+  }
+  return Status::Ok();
+}
+
+Status RocksDbStore::FindPositionAtTime(int64_t micros, uint64_t* position) {
+  const uint64_t last = LastPosition();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  // First position in [1, last] with recorded_at >= micros; last+1 if none.
+  uint64_t lo = 1;
+  uint64_t hi = last + 1;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    EventPtr e;
+    Status s = ReadEvent(mid, &e);
+    if (s.code() == StatusCode::kNotFound) {
+      return Status::Corruption("event at position " + std::to_string(mid) + " in " +
+                                options_.data_dir + " is missing");
+    }
+    if (!s.ok()) return s;
+    if (TimestampMicros(e->event.recorded_at()) >= micros) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  *position = lo;
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Subscriptions and parked events
+// ---------------------------------------------------------------------------
+
+Status RocksDbStore::PutSubscription(const std::string& name, const std::string& value,
+                                     bool sync) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  return Rocks(db_->Put(wo, cfs_[kCursors], name, value), "writing subscription '" + name + "'");
+}
+
+Status RocksDbStore::GetSubscription(const std::string& name, std::string* value) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cfs_[kCursors], name, value);
+  if (rs.IsNotFound()) return Status::NotFound("no subscription named '" + name + "'");
+  return Rocks(rs, "reading subscription '" + name + "'");
+}
+
+// Deleting a subscription that does not exist is not an error (a retried
+// delete succeeds).
+Status RocksDbStore::DeleteSubscription(const std::string& name) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteBatch batch;
+  batch.Delete(cfs_[kCursors], name);
+  const std::string prefix = keys::ParkedPrefix(name);
+  std::string upper = prefix;
+  upper.back() = '\x01';
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kParked]));
+  for (it->Seek(prefix); it->Valid(); it->Next()) batch.Delete(cfs_[kParked], it->key());
+  if (!it->status().ok()) {
+    return Rocks(it->status(), "listing parked events of subscription '" + name + "'");
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return Rocks(db_->Write(wo, &batch), "deleting subscription '" + name + "'");
+}
+
+Status RocksDbStore::ListSubscriptions(
+    std::vector<std::pair<std::string, std::string>>* name_values) {
+  name_values->clear();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kCursors]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    name_values->emplace_back(it->key().ToString(), it->value().ToString());
+  }
+  if (!it->status().ok()) {
+    name_values->clear();
+    return Rocks(it->status(), "listing subscriptions");
+  }
+  return Status::Ok();
+}
+
+Status RocksDbStore::PutParked(const std::string& name, uint64_t position,
+                               const std::string& value, const std::string& subscription_value) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteBatch batch;
+  batch.Put(cfs_[kParked], keys::ParkedKey(name, position), value);
+  batch.Put(cfs_[kCursors], name, subscription_value);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return Rocks(db_->Write(wo, &batch), "parking event " + std::to_string(position) +
+                                           " for subscription '" + name + "'");
+}
+
+Status RocksDbStore::DeleteParked(const std::string& name, uint64_t position) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return Rocks(db_->Delete(wo, cfs_[kParked], keys::ParkedKey(name, position)),
+               "deleting parked event " + std::to_string(position) + " of subscription '" +
+                   name + "'");
+}
+
+Status RocksDbStore::ListParked(const std::string& name, size_t max,
+                                std::vector<std::pair<uint64_t, std::string>>* out) {
+  out->clear();
+  if (max == 0) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  const std::string prefix = keys::ParkedPrefix(name);
+  std::string upper = prefix;
+  upper.back() = '\x01';
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kParked]));
+  for (it->Seek(prefix); it->Valid() && out->size() < max; it->Next()) {
+    std::string_view parsed_name;
+    uint64_t position = 0;
+    if (!keys::ParseParkedKey(std::string_view(it->key().data(), it->key().size()),
+                              &parsed_name, &position) ||
+        parsed_name != name) {
+      out->clear();
+      return Status::Corruption("a parked key of subscription '" + name + "' in " +
+                                options_.data_dir + " is malformed");
+    }
+    out->emplace_back(position, it->value().ToString());
+  }
+  if (!it->status().ok()) {
+    out->clear();
+    return Rocks(it->status(), "listing parked events of subscription '" + name + "'");
+  }
+  return Status::Ok();
+}
+
+StoreStats RocksDbStore::Stats() const {
+  StoreStats s;
+  s.last_position = LastPosition();
+  s.appended_events = appended_events_.load(std::memory_order_relaxed);
+  s.duplicate_events = duplicate_events_.load(std::memory_order_relaxed);
+  s.write_batches = write_batches_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace
+
+Status OpenRocksDbStore(const StoreOptions& options, std::unique_ptr<EventStore>* out) {
+  auto store = std::make_unique<RocksDbStore>(options);
+  Status s = store->Open();
+  if (!s.ok()) return s;  // the destructor closes whatever was opened
+  *out = std::move(store);
+  return Status::Ok();
+}
+
+}  // namespace icr::store

@@ -1,0 +1,112 @@
+#include "tests/support/test_support.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <stdexcept>
+#include <vector>
+
+#include "broker/nhs_number.h"
+
+namespace icr::testing {
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "icr-test-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string TestNhsNumber(uint64_t n) {
+  // The n-th stem from 999000000 that has a check digit (1 in 11 has none).
+  static std::mutex mu;
+  static std::vector<uint32_t> stems;
+  std::lock_guard<std::mutex> lock(mu);
+  uint32_t stem = stems.empty() ? 999000000 - 1 : stems.back();
+  while (stems.size() <= n) {
+    ++stem;
+    if (stem > 999999999) throw std::runtime_error("test NHS number range exhausted");
+    if (icr::broker::NhsCheckDigit(std::to_string(stem))) stems.push_back(stem);
+  }
+  std::string nine = std::to_string(stems[n]);
+  return nine + std::to_string(*icr::broker::NhsCheckDigit(nine));
+}
+
+namespace {
+void Now(google::protobuf::Timestamp* t) {
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  t->set_seconds(std::chrono::duration_cast<std::chrono::seconds>(now).count() - 60);
+}
+}  // namespace
+
+icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& message_id) {
+  icr::v1::CareEvent e;
+  e.set_source_system_id("uhcw-epr");
+  e.set_source_organisation("RKB");
+  e.set_care_setting(icr::v1::ACUTE);
+  e.set_source_message_id(message_id);
+  e.set_nhs_number(nhs);
+  Now(e.mutable_occurred_at());
+  e.set_priority(icr::v1::ROUTINE);
+  auto* a = e.mutable_admission();
+  a->set_encounter_id("ENC-" + message_id);
+  a->mutable_location()->set_site("RKB01");
+  a->mutable_location()->set_ward("Ward 33");
+  a->set_admission_method("emergency");
+  return e;
+}
+
+icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& message_id) {
+  icr::v1::CareEvent e;
+  e.set_source_system_id("uhcw-epr");
+  e.set_source_organisation("RKB");
+  e.set_care_setting(icr::v1::ACUTE);
+  e.set_source_message_id(message_id);
+  e.set_nhs_number(nhs);
+  Now(e.mutable_occurred_at());
+  e.set_priority(icr::v1::URGENT);
+  e.mutable_addressee()->set_organisation("CCC");
+  e.mutable_addressee()->set_team_code("HSCT-UHCW");
+  auto* r = e.mutable_discharge_referral();
+  r->set_referral_id("REF-" + message_id);
+  r->set_pathway(icr::v1::PATHWAY_1);
+  r->mutable_referrer()->set_organisation("RKB");
+  r->mutable_referrer()->set_team_code("WARD-33");
+  r->mutable_needs()->set_carers_per_call(2);
+  r->mutable_needs()->set_summary("Needs help washing and dressing; lives alone.");
+  r->set_place(icr::v1::COVENTRY);
+  auto* d = r->mutable_discharge_ready_date();
+  d->set_year(2026);
+  d->set_month(11);
+  d->set_day(23);
+  return e;
+}
+
+TestBroker::TestBroker(const std::string& data_dir, icr::store::Durability durability) {
+  icr::broker::BrokerOptions options;
+  options.data_dir = data_dir;
+  options.listen_address = "127.0.0.1:0";
+  options.durability = durability;
+  options.shutdown_grace_ms = 1000;
+  auto s = icr::broker::BrokerServer::Start(options, &server_);
+  if (!s.ok()) throw std::runtime_error("broker did not start: " + s.ToString());
+}
+
+TestBroker::~TestBroker() { Shutdown(); }
+
+void TestBroker::Shutdown() {
+  if (server_) server_->Shutdown();
+}
+
+std::unique_ptr<icr::v1::Broker::Stub> TestBroker::NewStub() const {
+  return icr::v1::Broker::NewStub(
+      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+}
+
+}  // namespace icr::testing

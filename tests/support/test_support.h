@@ -1,0 +1,52 @@
+// Helpers shared by the tests and benchmarks: temporary directories, NHS
+// numbers from the test range, realistic events, and a broker started on a
+// free loopback port.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "broker/broker.h"
+#include "icr/v1/broker.grpc.pb.h"
+
+namespace icr::testing {
+
+// A fresh directory under $TMPDIR, removed (recursively) on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The n-th Modulus 11 valid NHS number of the test range 999 000 0000 -
+// 999 999 9999 (n = 0, 1, 2, ...; skips stems whose check digit is 10).
+std::string TestNhsNumber(uint64_t n);
+
+// A valid ROUTINE admission event for `nhs`, with the given message id.
+icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& message_id);
+// A valid URGENT pathway-1 discharge referral addressed to CCC/HSCT-UHCW.
+icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& message_id);
+
+// A broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
+class TestBroker {
+ public:
+  explicit TestBroker(const std::string& data_dir,
+                      icr::store::Durability durability = icr::store::Durability::kSync);
+  ~TestBroker();
+  int port() const { return server_->port(); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
+  std::unique_ptr<icr::v1::Broker::Stub> NewStub() const;
+  void Shutdown();
+
+ private:
+  std::unique_ptr<icr::broker::BrokerServer> server_;
+};
+
+}  // namespace icr::testing
