@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "broker/nhs_number.h"
+
 namespace icr::broker {
 namespace {
 std::string Upper(std::string s) {
@@ -15,7 +17,7 @@ CompiledFilter::CompiledFilter(const icr::v1::EventFilter& f) {
   for (int s : f.care_settings()) care_settings_.insert(s);
   for (int p : f.priorities()) priorities_.insert(p);
   for (const auto& o : f.source_organisations()) source_organisations_.insert(Upper(o));
-  for (const auto& n : f.nhs_numbers()) nhs_numbers_.insert(n);
+  for (const auto& n : f.nhs_numbers()) nhs_numbers_.insert(NormaliseNhsNumber(n));
   for (const auto& a : f.addressees()) {
     if (a.team_code().empty()) {
       addressee_orgs_.insert(Upper(a.organisation()));

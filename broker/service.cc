@@ -519,20 +519,27 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
     return fail(ToGrpc(got));
   }
   *state.mutable_filter() = request->filter();
-  state.set_ack_timeout_ms(OrDefault(request->ack_timeout_ms(), 30000));
-  state.set_max_attempts(OrDefault(request->max_attempts(), 5));
-  state.set_max_in_flight(OrDefault(request->max_in_flight(), 1000));
-
+  // Settings the request leaves unset keep their stored (or default) values.
+  state.set_ack_timeout_ms(OrDefault(request->ack_timeout_ms(),
+                                     OrDefault(state.ack_timeout_ms(), 30000)));
+  state.set_max_attempts(OrDefault(request->max_attempts(), OrDefault(state.max_attempts(), 5)));
+  state.set_max_in_flight(OrDefault(request->max_in_flight(),
+                                    OrDefault(state.max_in_flight(), 1000)));
   state.SerializeToString(&bytes);
-  if (auto s = config_.store->PutSubscription(name, bytes, true); !s.ok()) return fail(ToGrpc(s));
 
   engine = std::make_unique<SubscriptionEngine>(config_.hub, config_.store, std::move(state));
   auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms);
+  // Claim the name before writing anything, so a refused second stream
+  // leaves the connected one's state alone.
   if (!config_.hub->ClaimDurable(name, session)) {
     return fail({grpc::StatusCode::FAILED_PRECONDITION,
                  "subscription '" + name +
                      "' already has a connected stream; one stream per durable subscription "
                      "(close the other stream first)"});
+  }
+  if (auto s = config_.store->PutSubscription(name, bytes, true); !s.ok()) {
+    config_.hub->ReleaseDurable(name, session.get());
+    return fail(ToGrpc(s));
   }
   reactor->Begin(session);
   return reactor;
@@ -553,6 +560,8 @@ grpc::ServerUnaryReactor* BrokerService::Ack(grpc::CallbackServerContext* ctx,
     if (s.code() == store::StatusCode::kNotFound) {
       reactor->Finish({grpc::StatusCode::NOT_FOUND,
                        "subscription '" + request->subscription() + "' does not exist"});
+    } else if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
     } else {
       reactor->Finish({grpc::StatusCode::FAILED_PRECONDITION,
                        "subscription '" + request->subscription() +
@@ -573,6 +582,15 @@ grpc::ServerUnaryReactor* BrokerService::ListParked(grpc::CallbackServerContext*
                                                     const icr::v1::ListParkedRequest* request,
                                                     icr::v1::ListParkedResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (auto p = ValidateSubscriptionName(request->subscription()); !p.empty()) {
+    reactor->Finish(Invalid(p));
+    return reactor;
+  }
+  if (request->limit() > 1000) {
+    reactor->Finish(Invalid("limit: " + std::to_string(request->limit()) +
+                            " exceeds the limit of 1000"));
+    return reactor;
+  }
   std::string bytes;
   store::Status s = config_.store->GetSubscription(request->subscription(), &bytes);
   if (!s.ok()) {
@@ -583,7 +601,7 @@ grpc::ServerUnaryReactor* BrokerService::ListParked(grpc::CallbackServerContext*
                         : ToGrpc(s));
     return reactor;
   }
-  size_t limit = request->limit() == 0 ? 100 : std::min<uint32_t>(request->limit(), 1000);
+  size_t limit = request->limit() == 0 ? 100 : request->limit();
   std::vector<std::pair<uint64_t, std::string>> parked;
   s = config_.store->ListParked(request->subscription(), limit, &parked);
   for (size_t i = 0; s.ok() && i < parked.size(); ++i) {
@@ -606,6 +624,10 @@ grpc::ServerUnaryReactor* BrokerService::ReplayParked(grpc::CallbackServerContex
                                                       icr::v1::ReplayParkedResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   const std::string& name = request->subscription();
+  if (auto p = ValidateSubscriptionName(name); !p.empty()) {
+    reactor->Finish(Invalid(p));
+    return reactor;
+  }
   std::vector<uint64_t> positions(request->positions().begin(), request->positions().end());
   if (auto session = config_.hub->FindDurable(name)) {
     uint32_t count = 0;
@@ -632,6 +654,7 @@ grpc::ServerUnaryReactor* BrokerService::ReplayParked(grpc::CallbackServerContex
     if (!wanted.empty() && !wanted.count(parked[i].first)) continue;
     icr::v1::internal::ParkedRecord record;
     record.ParseFromString(parked[i].second);
+    if (record.replay_requested()) continue;  // already asked for
     record.set_replay_requested(true);
     s = config_.store->PutParked(name, parked[i].first, record.SerializeAsString(), state);
     if (s.ok()) ++count;
@@ -646,6 +669,10 @@ grpc::ServerUnaryReactor* BrokerService::DeleteSubscription(
     icr::v1::DeleteSubscriptionResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   const std::string& name = request->subscription();
+  if (auto p = ValidateSubscriptionName(name); !p.empty()) {
+    reactor->Finish(Invalid(p));
+    return reactor;
+  }
   if (config_.hub->FindDurable(name)) {
     reactor->Finish({grpc::StatusCode::FAILED_PRECONDITION,
                      "subscription '" + name + "' has a connected stream; close it first"});
@@ -723,32 +750,35 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
   std::set<int> types(request->event_types().begin(), request->event_types().end());
   const bool has_from = request->has_from(), has_to = request->has_to();
   const int64_t from = ToMicros(request->from()), to = ToMicros(request->to());
-  bool more = true;
-  while (more && static_cast<size_t>(response->events_size()) < page_size) {
+  // Scan until one match past the page is seen, so next_page_token is set
+  // only when another page really exists.
+  constexpr size_t kChunk = 256;
+  uint64_t last_returned = after;
+  bool more_matches = false, exhausted = false;
+  while (!more_matches && !exhausted) {
     std::vector<store::EventPtr> chunk;
-    store::Status s = config_.store->ReadPatient(nhs, after, 256, &chunk);
+    store::Status s = config_.store->ReadPatient(nhs, after, kChunk, &chunk);
     if (!s.ok()) {
       reactor->Finish(ToGrpc(s));
       return reactor;
     }
-    more = chunk.size() == 256;
+    exhausted = chunk.size() < kChunk;
     for (const auto& e : chunk) {
       after = e->position;
       const CareEvent& ev = e->event;
       const int64_t occurred = ToMicros(ev.occurred_at());
       if ((types.empty() || types.count(ev.event_type())) && (!has_from || occurred >= from) &&
           (!has_to || occurred < to)) {
-        *response->add_events() = ev;
         if (static_cast<size_t>(response->events_size()) == page_size) {
-          more = true;
+          more_matches = true;
           break;
         }
+        *response->add_events() = ev;
+        last_returned = e->position;
       }
     }
   }
-  if (more && static_cast<size_t>(response->events_size()) == page_size) {
-    response->set_next_page_token(std::to_string(after));
-  }
+  if (more_matches) response->set_next_page_token(std::to_string(last_returned));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -292,7 +292,7 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* e, int64_t now_micros,
            " s in the future (at most " + std::to_string(options.max_future_skew_seconds) +
            " s allowed: check the sender's clock)";
   }
-  if (e->has_addressee()) {
+  if (e->has_addressee() && !e->addressee().organisation().empty()) {
     if (auto p = OdsProblem(e->mutable_addressee()->mutable_organisation(),
                             path + ".addressee.organisation");
         !p.empty()) {
@@ -308,29 +308,49 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* e, int64_t now_micros,
 
 std::string ValidateFilter(const icr::v1::EventFilter& filter) {
   for (int i = 0; i < filter.nhs_numbers_size(); ++i) {
-    if (auto p = NhsNumberProblem(filter.nhs_numbers(i)); !p.empty()) {
+    if (auto p = NhsNumberProblem(NormaliseNhsNumber(filter.nhs_numbers(i))); !p.empty()) {
       return "filter.nhs_numbers[" + std::to_string(i) + "]: " + p;
     }
   }
-  for (int i = 0; i < filter.addressees_size(); ++i) {
-    if (filter.addressees(i).organisation().empty()) {
-      return "filter.addressees[" + std::to_string(i) + "].organisation: is required";
+  for (int i = 0; i < filter.source_organisations_size(); ++i) {
+    std::string code = filter.source_organisations(i);
+    if (auto p = OdsProblem(&code, "filter.source_organisations[" + std::to_string(i) + "]");
+        !p.empty()) {
+      return p;
     }
   }
+  for (int i = 0; i < filter.addressees_size(); ++i) {
+    std::string code = filter.addressees(i).organisation();
+    if (auto p = OdsProblem(&code, "filter.addressees[" + std::to_string(i) + "].organisation");
+        !p.empty()) {
+      return p;
+    }
+  }
+  auto enum_problem = [](const char* field, int index, int value,
+                         const google::protobuf::EnumDescriptor* type) -> std::string {
+    if (value != 0 && type->FindValueByNumber(value) != nullptr) return {};
+    return std::string("filter.") + field + "[" + std::to_string(index) + "]: " +
+           std::to_string(value) + " is not a known " + type->name();
+  };
   for (int i = 0; i < filter.event_types_size(); ++i) {
-    if (!icr::v1::EventType_IsValid(filter.event_types(i)) || filter.event_types(i) == 0) {
-      return "filter.event_types[" + std::to_string(i) + "]: " +
-             std::to_string(filter.event_types(i)) + " is not a known EventType";
+    if (auto p = enum_problem("event_types", i, filter.event_types(i),
+                              icr::v1::EventType_descriptor());
+        !p.empty()) {
+      return p;
     }
   }
   for (int i = 0; i < filter.care_settings_size(); ++i) {
-    if (!icr::v1::CareSetting_IsValid(filter.care_settings(i)) || filter.care_settings(i) == 0) {
-      return "filter.care_settings[" + std::to_string(i) + "]: not a known CareSetting";
+    if (auto p = enum_problem("care_settings", i, filter.care_settings(i),
+                              icr::v1::CareSetting_descriptor());
+        !p.empty()) {
+      return p;
     }
   }
   for (int i = 0; i < filter.priorities_size(); ++i) {
-    if (!icr::v1::Priority_IsValid(filter.priorities(i)) || filter.priorities(i) == 0) {
-      return "filter.priorities[" + std::to_string(i) + "]: not a known Priority";
+    if (auto p = enum_problem("priorities", i, filter.priorities(i),
+                              icr::v1::Priority_descriptor());
+        !p.empty()) {
+      return p;
     }
   }
   return {};

@@ -41,8 +41,7 @@ bool ParsePatientKey(std::string_view key, std::string_view* nhs_number, uint64_
   return DecodePosition(key.substr(kNhsNumberLength), position);
 }
 
-std::string IdempotencyKey(std::string_view source_system_id,
-                           std::string_view source_message_id) {
+std::string IdempotencyKey(std::string_view source_system_id, std::string_view source_message_id) {
   std::string s;
   s.reserve(source_system_id.size() + 1 + source_message_id.size());
   s.append(source_system_id);

@@ -43,8 +43,7 @@ std::string PatientKey(std::string_view nhs_number, uint64_t position);
 bool ParsePatientKey(std::string_view key, std::string_view* nhs_number, uint64_t* position);
 
 // source_system_id + '\0' + source_message_id.
-std::string IdempotencyKey(std::string_view source_system_id,
-                           std::string_view source_message_id);
+std::string IdempotencyKey(std::string_view source_system_id, std::string_view source_message_id);
 
 // name + '\0': the common prefix of all parked keys of one subscription.
 std::string ParkedPrefix(std::string_view name);

@@ -60,8 +60,8 @@ using icr::v1::CareEvent;
 
 // Column families, in the order their handles are kept.
 enum Cf : size_t { kDefault = 0, kEvents, kPatient, kIdempotency, kCursors, kParked, kNumCfs };
-constexpr const char* kCfNames[kNumCfs] = {"default", "events",  "patient",
-                                          "idempotency", "cursors", "parked"};
+constexpr const char* kCfNames[kNumCfs] = {"default",     "events",  "patient",
+                                           "idempotency", "cursors", "parked"};
 
 // Metadata in the default column family.
 constexpr char kSchemaVersionKey[] = "schema_version";
@@ -78,8 +78,7 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what, const std::str
   if (s.IsIOError() && detail.find("/LOCK") != std::string::npos) {
     if (detail.find("lock hold by current process") != std::string::npos) {
       return Status::Unavailable("data directory " + path +
-                                 " is already open in this process (RocksDB LOCK held): " +
-                                 detail);
+                                 " is already open in this process (RocksDB LOCK held): " + detail);
     }
     if (detail.find("While lock file") != std::string::npos) {
       return Status::Unavailable("data directory " + path +
@@ -208,9 +207,7 @@ class RocksDbStore final : public EventStore {
 
   void AppendAsync(std::vector<CareEvent> events, AppendCallback done) override;
   void SetCommitListener(CommitListener listener) override { listener_ = std::move(listener); }
-  uint64_t LastPosition() const override {
-    return last_position_.load(std::memory_order_acquire);
-  }
+  uint64_t LastPosition() const override { return last_position_.load(std::memory_order_acquire); }
   Status ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* out) override;
   Status Get(uint64_t position, EventPtr* out) override;
   Status ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
@@ -325,8 +322,7 @@ Status RocksDbStore::OpenDb() {
   std::error_code ec;
   const fs::file_status st = fs::status(dir, ec);
   if (fs::exists(st) && !fs::is_directory(st)) {
-    return Status::FailedPrecondition("data directory " + dir +
-                                      " exists but is not a directory");
+    return Status::FailedPrecondition("data directory " + dir + " exists but is not a directory");
   }
   fs::create_directories(dir, ec);
   if (ec) {
@@ -422,8 +418,8 @@ Status RocksDbStore::RecoverLastPosition() {
   if (!it->Valid()) return Status::Ok();  // empty log
   uint64_t position = 0;
   if (!keys::DecodePosition(std::string_view(it->key().data(), it->key().size()), &position)) {
-    return Status::Corruption("the last key of the events column family in " +
-                              options_.data_dir + " is not an 8-byte position");
+    return Status::Corruption("the last key of the events column family in " + options_.data_dir +
+                              " is not an 8-byte position");
   }
   EventPtr last;
   Status s = ParseEvent(position, it->value(), &last);
@@ -547,7 +543,8 @@ void RocksDbStore::WriterLoop() {
       unsynced = false;
       if (!rs.ok() && write_error_.ok()) {
         Status s = Rocks(rs, "syncing the WAL (relaxed durability)");
-        write_error_ = Status::Unavailable(s.message() + "; the store refuses writes until "
+        write_error_ = Status::Unavailable(s.message() +
+                                           "; the store refuses writes until "
                                            "it is reopened");
       }
     }
@@ -590,7 +587,7 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
   rocksdb::WriteBatch batch;
   std::vector<std::vector<AppendResult>> results(group->size());
   std::vector<Status> call_status(group->size());
-  std::vector<EventPtr> committed;                      // new events, position order
+  std::vector<EventPtr> committed;                     // new events, position order
   std::unordered_map<std::string, size_t> batch_keys;  // idempotency key -> committed index
   uint64_t position = last_position_.load(std::memory_order_relaxed);
   const int64_t recorded = std::max(NowMicros(), last_recorded_micros_);
@@ -678,17 +675,15 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
     rocksdb::Status rs = db_->Write(wo, &batch);
     if (!rs.ok()) {
       Status mapped = Rocks(rs, "writing a group of " + std::to_string(new_events) + " events");
-      Status failure =
-          mapped.code() == StatusCode::kResourceExhausted
-              ? Status::ResourceExhausted(mapped.message() + "; nothing stored")
-              : Status::Unavailable(mapped.message() + "; nothing stored");
+      Status failure = mapped.code() == StatusCode::kResourceExhausted
+                           ? Status::ResourceExhausted(mapped.message() + "; nothing stored")
+                           : Status::Unavailable(mapped.message() + "; nothing stored");
       write_error_ = Status(failure.code(), mapped.message() +
                                                 "; the store refuses writes until it is "
                                                 "reopened");
       for (size_t c = 0; c < group->size(); ++c) {
         InvokeNoThrow("an append callback", (*group)[c].done,
-                      call_status[c].ok() ? failure : call_status[c],
-                      std::vector<AppendResult>());
+                      call_status[c].ok() ? failure : call_status[c], std::vector<AppendResult>());
       }
       return;  // positions roll back: last_position_ was not touched
     }
@@ -729,8 +724,8 @@ Status RocksDbStore::ParseEvent(uint64_t position, const rocksdb::Slice& value,
 
 Status RocksDbStore::ReadEvent(uint64_t position, EventPtr* out) {
   rocksdb::PinnableSlice value;
-  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cfs_[kEvents],
-                                keys::EncodePosition(position), &value);
+  rocksdb::Status rs =
+      db_->Get(rocksdb::ReadOptions(), cfs_[kEvents], keys::EncodePosition(position), &value);
   if (rs.IsNotFound()) {
     return Status::NotFound("no event at position " + std::to_string(position));
   }
@@ -754,8 +749,7 @@ Status RocksDbStore::ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* 
   Status s;
   for (it->Seek(keys::EncodePosition(from)); it->Valid() && out->size() < max; it->Next()) {
     uint64_t position = 0;
-    if (!keys::DecodePosition(std::string_view(it->key().data(), it->key().size()),
-                              &position)) {
+    if (!keys::DecodePosition(std::string_view(it->key().data(), it->key().size()), &position)) {
       s = Status::Corruption("a key of the events column family in " + options_.data_dir +
                              " is not an 8-byte position");
       break;
@@ -895,8 +889,7 @@ Status RocksDbStore::FindPositionAtTime(int64_t micros, uint64_t* position) {
 // Subscriptions and parked events
 // ---------------------------------------------------------------------------
 
-Status RocksDbStore::PutSubscription(const std::string& name, const std::string& value,
-                                     bool sync) {
+Status RocksDbStore::PutSubscription(const std::string& name, const std::string& value, bool sync) {
   std::shared_lock lk(db_mu_);
   if (!db_) return Closed();
   rocksdb::WriteOptions wo;
@@ -951,8 +944,8 @@ Status RocksDbStore::ListSubscriptions(
   return Status::Ok();
 }
 
-Status RocksDbStore::PutParked(const std::string& name, uint64_t position,
-                               const std::string& value, const std::string& subscription_value) {
+Status RocksDbStore::PutParked(const std::string& name, uint64_t position, const std::string& value,
+                               const std::string& subscription_value) {
   std::shared_lock lk(db_mu_);
   if (!db_) return Closed();
   rocksdb::WriteBatch batch;
@@ -960,8 +953,8 @@ Status RocksDbStore::PutParked(const std::string& name, uint64_t position,
   batch.Put(cfs_[kCursors], name, subscription_value);
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return Rocks(db_->Write(wo, &batch), "parking event " + std::to_string(position) +
-                                           " for subscription '" + name + "'");
+  return Rocks(db_->Write(wo, &batch),
+               "parking event " + std::to_string(position) + " for subscription '" + name + "'");
 }
 
 Status RocksDbStore::DeleteParked(const std::string& name, uint64_t position) {
@@ -969,9 +962,9 @@ Status RocksDbStore::DeleteParked(const std::string& name, uint64_t position) {
   if (!db_) return Closed();
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return Rocks(db_->Delete(wo, cfs_[kParked], keys::ParkedKey(name, position)),
-               "deleting parked event " + std::to_string(position) + " of subscription '" +
-                   name + "'");
+  return Rocks(
+      db_->Delete(wo, cfs_[kParked], keys::ParkedKey(name, position)),
+      "deleting parked event " + std::to_string(position) + " of subscription '" + name + "'");
 }
 
 Status RocksDbStore::ListParked(const std::string& name, size_t max,
@@ -990,8 +983,8 @@ Status RocksDbStore::ListParked(const std::string& name, size_t max,
   for (it->Seek(prefix); it->Valid() && out->size() < max; it->Next()) {
     std::string_view parsed_name;
     uint64_t position = 0;
-    if (!keys::ParseParkedKey(std::string_view(it->key().data(), it->key().size()),
-                              &parsed_name, &position) ||
+    if (!keys::ParseParkedKey(std::string_view(it->key().data(), it->key().size()), &parsed_name,
+                              &position) ||
         parsed_name != name) {
       out->clear();
       return Status::Corruption("a parked key of subscription '" + name + "' in " +

@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
                                             : icr::store::Durability::kRelaxed;
   options.validation.reject_test_nhs_numbers = production;
 
+  // A closed log pipe or peer socket must not kill the daemon.
+  signal(SIGPIPE, SIG_IGN);
   // Block the stop signals in every thread; this one waits for them.
   sigset_t signals;
   sigemptyset(&signals);

@@ -411,14 +411,15 @@ class Progress {
 struct PublishTally {
   uint64_t stored = 0;      // acknowledged, including duplicates
   uint64_t duplicates = 0;  // of which already stored before
+  uint64_t after_failure = 0;  // stored after the first rejected request (in flight)
 };
 
 bool PrintPublishResult(const icr::v1::PublishResponse& r, const std::string& source_message_id) {
-  nlohmann::json line = {{"position", r.position()},
+  nlohmann::ordered_json line = {{"position", r.position()},
                          {"eventId", r.event_id()},
                          {"duplicate", r.duplicate()},
                          {"sourceMessageId", source_message_id}};
-  return Out(line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  return Out(line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
 }
 
 void ReportPublishFailure(size_t line, const std::string& source_message_id,
@@ -427,10 +428,14 @@ void ReportPublishFailure(size_t line, const std::string& source_message_id,
   Err("publish failed for line " + std::to_string(line) + " (sourceMessageId " +
       source_message_id + "): " + StatusText(s) + extra);
   Err(Advice(s, g, "publish"));
-  Err(WithCommas(tally.stored) + " event(s) were stored before it (" +
-      WithCommas(tally.duplicates) +
-      " of them duplicates); after fixing, resending the whole input is safe: the broker "
-      "recognises events it already has by (sourceSystemId, sourceMessageId)");
+  std::string stored = WithCommas(tally.stored) + " event(s) were stored before it (" +
+                       WithCommas(tally.duplicates) + " of them duplicates)";
+  if (tally.after_failure > 0) {
+    stored += ", and " + WithCommas(tally.after_failure) +
+              " event(s) after it that were already sent were stored too";
+  }
+  Err(stored + "; resending the whole input is safe: the broker recognises events it "
+      "already has by (sourceSystemId, sourceMessageId)");
 }
 
 // A gRPC-level stop reason carried out of ReadEvents' sink.
@@ -541,8 +546,12 @@ int PublishStreaming(icr::v1::Broker::Stub* stub, const GlobalOptions& g, size_t
       } else {
         for (int i = 0; i < response.results_size(); ++i) {
           const auto& r = response.results(i);
-          ++tally.stored;
-          if (r.duplicate()) ++tally.duplicates;
+          if (failure) {
+            ++tally.after_failure;  // sent before the failure was known
+          } else {
+            ++tally.stored;
+            if (r.duplicate()) ++tally.duplicates;
+          }
           const std::string& id = i < static_cast<int>(p.message_ids.size()) ? p.message_ids[i] : "";
           if (!stdout_failed && !PrintPublishResult(r, id)) {
             stdout_failed = true;
@@ -1276,17 +1285,9 @@ int Main(int argc, char** argv) {
                  "default)")
       ->type_name("HOST:PORT");
   app.add_option("--timeout", g.timeout_s, "Seconds to wait for each request (default 10)")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(0.1, 86400.0))
       ->type_name("SECONDS");
   app.add_flag("--json", g.json, "Print JSON lines instead of tables");
-  app.footer(
-      "Examples:\n"
-      "  icrctl publish --file docs/examples/events.jsonl\n"
-      "  icrctl tail --type DISCHARGE_REFERRAL --addressee CCC/HSCT-UHCW --from earliest\n"
-      "  icrctl history 9997654323\n"
-      "  icrctl status\n"
-      "Exit status: 0 success, 1 a request or input failed, 2 a usage error.\n"
-      "Docs: docs/icrctl.md");
 
   PublishOptions p;
   auto* publish = app.add_subcommand(
@@ -1370,8 +1371,25 @@ int Main(int argc, char** argv) {
       ->required()
       ->check(CLI::IsMember({"bash"}));
 
+  app.footer(
+      "Examples:\n"
+      "  icrctl publish --file docs/examples/events.jsonl\n"
+      "  icrctl tail --type DISCHARGE_REFERRAL --addressee CCC/HSCT-UHCW --from earliest\n"
+      "  icrctl history 9997654323\n"
+      "  icrctl status\n"
+      "Exit status: 0 success, 1 a request or input failed, 2 a usage error.\n"
+      "Docs: docs/icrctl.md");
+
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RequiredError& e) {
+    // "icrctl bogus": say the command is unknown rather than "required".
+    const std::vector<std::string> rest = app.remaining();
+    if (app.get_subcommands().empty() && !rest.empty() && rest.front()[0] != '-') {
+      Err("unknown command \"" + rest.front() + "\"; run `icrctl --help` to list the commands");
+      return kExitUsage;
+    }
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitUsage;

@@ -259,11 +259,19 @@ TEST(BrokerE2ETest, SecondStreamOnTheSameDurableSubscriptionIsRefused) {
   MustPublish(stub.get(), AdmissionEvent(TestNhsNumber(0), "m0"));
   Subscriber first(stub.get(), FromEarliest("team-a"));
   ASSERT_TRUE(first.Next());
-  Subscriber second(stub.get(), FromEarliest("team-a"));
+  v1::SubscribeRequest narrower = FromEarliest("team-a");
+  narrower.mutable_filter()->add_event_types(v1::DISCHARGE_REFERRAL);
+  Subscriber second(stub.get(), narrower);
   EXPECT_FALSE(second.Next());
   grpc::Status s = second.reader->Finish();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_NE(s.error_message().find("already has a connected stream"), std::string::npos);
+  // The refused request changed nothing of the connected subscription.
+  v1::ListSubscriptionsResponse list;
+  auto ctx = Context();
+  ASSERT_TRUE(stub->ListSubscriptions(ctx.get(), {}, &list).ok());
+  ASSERT_EQ(list.subscriptions_size(), 1);
+  EXPECT_EQ(list.subscriptions(0).filter().event_types_size(), 0);
   first.Cancel();
 }
 
@@ -490,6 +498,17 @@ TEST(BrokerE2ETest, PatientHistoryPagesAndFilters) {
   auto ctx = Context();
   ASSERT_TRUE(stub->GetPatientHistory(ctx.get(), req, &resp).ok());
   EXPECT_EQ(resp.events_size(), 25);
+  EXPECT_EQ(resp.next_page_token(), "");
+  // A page that is exactly full has no next page when nothing else matches.
+  req.set_page_size(25);
+  auto ctx_full = Context();
+  ASSERT_TRUE(stub->GetPatientHistory(ctx_full.get(), req, &resp).ok());
+  EXPECT_EQ(resp.events_size(), 25);
+  EXPECT_EQ(resp.next_page_token(), "");
+  req.set_page_size(24);
+  auto ctx_more = Context();
+  ASSERT_TRUE(stub->GetPatientHistory(ctx_more.get(), req, &resp).ok());
+  EXPECT_NE(resp.next_page_token(), "");
 
   req.set_nhs_number("9990000019");
   auto ctx2 = Context();

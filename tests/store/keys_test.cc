@@ -13,11 +13,21 @@ namespace icr::store::keys {
 namespace {
 
 const std::vector<uint64_t>& SamplePositions() {
-  static const std::vector<uint64_t> kPositions = {
-      0,           1,           2,          255,        256,        257,
-      65535,       65536,       1u << 24,   (1ull << 32) - 1,       1ull << 32,
-      1ull << 56,  (1ull << 63) + 12345,    std::numeric_limits<uint64_t>::max() - 1,
-      std::numeric_limits<uint64_t>::max()};
+  static const std::vector<uint64_t> kPositions = {0,
+                                                   1,
+                                                   2,
+                                                   255,
+                                                   256,
+                                                   257,
+                                                   65535,
+                                                   65536,
+                                                   1u << 24,
+                                                   (1ull << 32) - 1,
+                                                   1ull << 32,
+                                                   1ull << 56,
+                                                   (1ull << 63) + 12345,
+                                                   std::numeric_limits<uint64_t>::max() - 1,
+                                                   std::numeric_limits<uint64_t>::max()};
   return kPositions;
 }
 

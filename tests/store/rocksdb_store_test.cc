@@ -214,15 +214,14 @@ Child SpawnChild(const std::string& mode, const std::string& dir, int count) {
   if (pipe(fds) != 0) return child;
   // Everything the child needs is prepared before fork: after it, the child
   // only calls async-signal-safe functions until exec.
-  const std::string env_strings[] = {
-      std::string(kChildModeEnv) + "=" + mode, std::string(kChildDirEnv) + "=" + dir,
-      std::string(kChildFdEnv) + "=" + std::to_string(fds[1]),
-      std::string(kChildCountEnv) + "=" + std::to_string(count)};
+  const std::string env_strings[] = {std::string(kChildModeEnv) + "=" + mode,
+                                     std::string(kChildDirEnv) + "=" + dir,
+                                     std::string(kChildFdEnv) + "=" + std::to_string(fds[1]),
+                                     std::string(kChildCountEnv) + "=" + std::to_string(count)};
   std::vector<char*> envp;
   for (const std::string& e : env_strings) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  const char* argv[] = {"icr_store_rocksdb_store_test", "--gtest_filter=CrashChild.Run",
-                        nullptr};
+  const char* argv[] = {"icr_store_rocksdb_store_test", "--gtest_filter=CrashChild.Run", nullptr};
   const pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
@@ -509,13 +508,15 @@ TEST_F(StoreTest, ReopenWithoutCloseKeepsAcknowledgedEvents) {
 TEST_F(StoreTest, KillDuringAppendsLosesNoAcknowledgedEvent) {
   fs::create_directories(options_.data_dir);
   std::set<std::string> acked;
-  // Three kill -9 cycles on the same directory.
-  for (int cycle = 0; cycle < 3; ++cycle) {
+  // Kill -9 cycles on the same directory, each after a different number of
+  // acknowledgements.
+  for (int cycle = 0; cycle < 8; ++cycle) {
     Child child = SpawnChild("append_forever", options_.data_dir, 0);
     ASSERT_GT(child.pid, 0);
     std::string line;
     size_t this_cycle = 0;
-    while (this_cycle < 300 + 150 * static_cast<size_t>(cycle) && child.ReadLine(&line)) {
+    const size_t kill_after = 50 + (static_cast<size_t>(cycle) * 173) % 600;
+    while (this_cycle < kill_after && child.ReadLine(&line)) {
       ASSERT_EQ(line.rfind("kill-", 0), 0u) << line;
       acked.insert(line + "#" + std::to_string(cycle));
       ++this_cycle;
@@ -557,7 +558,8 @@ TEST_F(StoreTest, RelaxedDurabilityStoresAndReopens) {
   options_.durability = Durability::kRelaxed;
   OpenStore();
   for (int i = 0; i < 20; ++i) {
-    ASSERT_TRUE(AppendSync(store_.get(), {MakeEvent("x" + std::to_string(i), nhs_[i])}).status.ok());
+    ASSERT_TRUE(
+        AppendSync(store_.get(), {MakeEvent("x" + std::to_string(i), nhs_[i])}).status.ok());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(250));  // a background sync
   ASSERT_TRUE(AppendSync(store_.get(), {MakeEvent("x-last", nhs_[0])}).status.ok());
@@ -649,7 +651,8 @@ TEST_F(StoreTest, FindPositionAtTime) {
   }
   ASSERT_TRUE(store_->FindPositionAtTime(0, &position).ok());
   EXPECT_EQ(position, 1u);
-  ASSERT_TRUE(store_->FindPositionAtTime(acked.back().recorded_at_micros + 1000000, &position).ok());
+  ASSERT_TRUE(
+      store_->FindPositionAtTime(acked.back().recorded_at_micros + 1000000, &position).ok());
   EXPECT_EQ(position, last + 1);
 }
 
@@ -728,8 +731,7 @@ TEST_F(StoreTest, ConcurrentAppendsShareSyncsAndKeepOrder) {
   StoreStats stats = store_->Stats();
   EXPECT_EQ(stats.appended_events, kTotal);
   EXPECT_LT(stats.write_batches, kTotal) << "no group commit happened";
-  std::cout << "[ info ] " << kTotal << " events in " << stats.write_batches
-            << " write batches\n";
+  std::cout << "[ info ] " << kTotal << " events in " << stats.write_batches << " write batches\n";
 
   std::lock_guard lk(listener_mu);
   ASSERT_EQ(published.size(), kTotal);
@@ -905,8 +907,8 @@ TEST_F(StoreTest, RefusesUnknownSchemaVersion) {
   {
     // Plant version "2" the way a future broker would.
     std::vector<std::string> names;
-    ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), options_.data_dir, &names)
-                    .ok());
+    ASSERT_TRUE(
+        rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), options_.data_dir, &names).ok());
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
     for (const std::string& n : names) descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
     std::vector<rocksdb::ColumnFamilyHandle*> handles;

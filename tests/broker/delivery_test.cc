@@ -1,0 +1,168 @@
+// SubscriptionEngine rules, on a real RocksDB store: per-person hold, the
+// in-flight window, the cursor never passing an unacknowledged event,
+// redelivery, parking and replay.
+#include "broker/delivery.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "broker/hub.h"
+#include "tests/support/test_support.h"
+
+namespace icr::broker {
+namespace {
+
+using icr::testing::AdmissionEvent;
+using icr::testing::TempDir;
+using icr::testing::TestNhsNumber;
+
+class DeliveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store::StoreOptions options;
+    options.data_dir = dir_.path();
+    ASSERT_TRUE(store::OpenRocksDbStore(options, &store_).ok());
+    hub_ = std::make_unique<Hub>(store_.get());
+  }
+
+  // Appends one event per NHS number index, in order; returns positions.
+  std::vector<uint64_t> Append(const std::vector<int>& people) {
+    std::vector<v1::CareEvent> events;
+    for (int p : people) {
+      auto e = AdmissionEvent(TestNhsNumber(p), "m" + std::to_string(next_id_++));
+      e.set_event_type(v1::ADMISSION);
+      events.push_back(e);
+    }
+    std::promise<std::vector<store::AppendResult>> done;
+    store_->AppendAsync(std::move(events),
+                        [&](const store::Status& s, std::vector<store::AppendResult> r) {
+                          EXPECT_TRUE(s.ok()) << s.ToString();
+                          done.set_value(std::move(r));
+                        });
+    std::vector<uint64_t> positions;
+    for (const auto& r : done.get_future().get()) positions.push_back(r.position);
+    return positions;
+  }
+
+  std::unique_ptr<SubscriptionEngine> Durable(uint32_t max_in_flight = 100,
+                                              uint32_t max_attempts = 3) {
+    v1::internal::SubscriptionState state;
+    state.set_name("team");
+    state.set_ack_timeout_ms(1000);
+    state.set_max_attempts(max_attempts);
+    state.set_max_in_flight(max_in_flight);
+    return std::make_unique<SubscriptionEngine>(hub_.get(), store_.get(), state);
+  }
+
+  // Everything the engine will send now, as (position, attempt).
+  std::vector<std::pair<uint64_t, uint32_t>> Drain(SubscriptionEngine* engine, int64_t now) {
+    std::vector<std::pair<uint64_t, uint32_t>> out;
+    for (;;) {
+      std::optional<Delivery> d;
+      EXPECT_TRUE(engine->Next(now, &d).ok());
+      if (!d) return out;
+      out.emplace_back(d->event->position, d->attempt);
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<store::EventStore> store_;
+  std::unique_ptr<Hub> hub_;
+  int next_id_ = 0;
+};
+
+using Sent = std::vector<std::pair<uint64_t, uint32_t>>;
+
+TEST_F(DeliveryTest, HoldsAPersonsLaterEventsUntilTheFirstIsAcknowledged) {
+  Append({0, 0, 1, 0, 2});  // positions 1..5; person 0 at 1, 2, 4
+  auto engine = Durable();
+  EXPECT_EQ(Drain(engine.get(), 0), (Sent{{1, 1}, {3, 1}, {5, 1}}));
+  auto outcome = engine->Ack({3, 5});
+  EXPECT_EQ(outcome.cursor, 0u);  // 1 is still unacknowledged
+  outcome = engine->Ack({1});
+  EXPECT_EQ(outcome.cursor, 1u);  // 2 is now in flight
+  EXPECT_EQ(Drain(engine.get(), 0), (Sent{{2, 1}}));
+  EXPECT_EQ(engine->Ack({2}).cursor, 3u);
+  EXPECT_EQ(Drain(engine.get(), 0), (Sent{{4, 1}}));
+  EXPECT_EQ(engine->Ack({4}).cursor, 5u);
+  EXPECT_EQ(engine->Ack({4, 99}).unknown_positions, (std::vector<uint64_t>{4, 99}));
+}
+
+TEST_F(DeliveryTest, WindowBoundsWhatIsReadAhead) {
+  std::vector<int> people;
+  for (int i = 0; i < 50; ++i) people.push_back(i);
+  Append(people);
+  auto engine = Durable(/*max_in_flight=*/10);
+  EXPECT_EQ(Drain(engine.get(), 0).size(), 10u);
+  EXPECT_EQ(engine->in_flight(), 10u);
+  engine->Ack({1, 2, 3});
+  auto more = Drain(engine.get(), 0);
+  EXPECT_EQ(more, (Sent{{11, 1}, {12, 1}, {13, 1}}));
+  EXPECT_EQ(engine->cursor(), 3u);
+}
+
+TEST_F(DeliveryTest, RedeliversAfterTimeoutThenParksAndLetsThePersonMoveOn) {
+  Append({0, 0});
+  auto engine = Durable(100, /*max_attempts=*/2);
+  const int64_t t0 = 1'000'000'000;
+  EXPECT_EQ(Drain(engine.get(), t0), (Sent{{1, 1}}));
+  ASSERT_TRUE(engine->Tick(t0 + 999'000).ok());
+  EXPECT_TRUE(Drain(engine.get(), t0 + 999'000).empty());  // not yet timed out
+  ASSERT_TRUE(engine->Tick(t0 + 1'000'000).ok());
+  EXPECT_EQ(Drain(engine.get(), t0 + 1'000'000), (Sent{{1, 2}}));
+  ASSERT_TRUE(engine->Tick(t0 + 2'000'000).ok());  // second timeout: parked
+  EXPECT_EQ(Drain(engine.get(), t0 + 2'000'000), (Sent{{2, 1}}));
+  EXPECT_EQ(engine->cursor(), 1u);
+
+  std::vector<std::pair<uint64_t, std::string>> parked;
+  ASSERT_TRUE(store_->ListParked("team", 10, &parked).ok());
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0].first, 1u);
+
+  // The cursor and parked record survive: a new engine resumes after 1.
+  engine->Ack({2});
+  ASSERT_TRUE(engine->Persist(true).ok());
+  std::string bytes;
+  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
+  v1::internal::SubscriptionState state;
+  ASSERT_TRUE(state.ParseFromString(bytes));
+  EXPECT_EQ(state.cursor(), 2u);
+
+  uint32_t count = 0;
+  ASSERT_TRUE(engine->ReplayParked({}, &count).ok());
+  EXPECT_EQ(count, 1u);
+  EXPECT_EQ(Drain(engine.get(), t0 + 3'000'000), (Sent{{1, 1}}));
+  EXPECT_EQ(engine->cursor(), 2u);  // replay does not move the cursor back
+  engine->Ack({1});
+  parked.clear();
+  ASSERT_TRUE(store_->ListParked("team", 10, &parked).ok());
+  EXPECT_TRUE(parked.empty());
+}
+
+TEST_F(DeliveryTest, EphemeralDeliversMatchingEventsInOrderFromItsStart) {
+  Append({0, 1, 2, 3});
+  v1::EventFilter filter;
+  filter.add_nhs_numbers(TestNhsNumber(2));
+  filter.add_nhs_numbers(TestNhsNumber(3));
+  SubscriptionEngine engine(hub_.get(), CompiledFilter(filter), /*start=*/1);
+  EXPECT_EQ(Drain(&engine, 0), (Sent{{3, 1}, {4, 1}}));
+  Append({3});
+  EXPECT_EQ(Drain(&engine, 0), (Sent{{5, 1}}));
+}
+
+TEST_F(DeliveryTest, ReadsOlderPositionsFromTheStoreWhenTheRingHasMovedOn) {
+  // A tiny ring: catch-up must come from RocksDB.
+  Hub small(store_.get(), /*ring_capacity=*/4);
+  store_->SetCommitListener([&](const std::vector<store::EventPtr>& c) { small.OnCommit(c); });
+  std::vector<int> people;
+  for (int i = 0; i < 20; ++i) people.push_back(i);
+  Append(people);
+  SubscriptionEngine engine(&small, CompiledFilter(), 1);
+  auto sent = Drain(&engine, 0);
+  ASSERT_EQ(sent.size(), 20u);
+  for (size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(sent[i].first, i + 1);
+}
+
+}  // namespace
+}  // namespace icr::broker
