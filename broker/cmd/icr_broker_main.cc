@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   CLI::App app{"icr-broker: integrated care record message broker (gRPC icr.v1.Broker)"};
   app.set_version_flag("--version", std::string(ICR_VERSION));
   app.set_config("--config", "", "Read options from a TOML file (keys are the long option names)");
+  app.allow_config_extras(false);  // a misspelt key is an error, not ignored
   app.add_option("--data-dir", options.data_dir, "RocksDB data directory")
       ->capture_default_str()
       ->envname("ICR_DATA_DIR");

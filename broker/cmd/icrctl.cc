@@ -189,10 +189,19 @@ std::string StatusText(const grpc::Status& s) {
 std::string Advice(const grpc::Status& s, const GlobalOptions& g, const std::string& what) {
   const std::string& at = g.broker;
   switch (s.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::UNAVAILABLE: {
+      const std::string& m = s.error_message();
+      const bool not_reached = m.empty() || m.find("connect") != std::string::npos ||
+                               m.find("DNS") != std::string::npos ||
+                               m.find("resolve") != std::string::npos;
+      if (!not_reached) {
+        return "the broker at " + at + " is unavailable for now (it may be restarting or "
+               "shutting down): run the command again in a moment, or check `icrctl status`";
+      }
       return "cannot reach the broker at " + at +
              ": is icr-broker running? Start it with deploy/run.sh or set --broker "
              "(or ICR_BROKER) to its host:port";
+    }
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       return "the broker at " + at + " did not answer within " +
              std::to_string(static_cast<int>(g.timeout_s)) +
@@ -1214,6 +1223,7 @@ std::string EnumWords(const google::protobuf::EnumDescriptor* d) {
 std::vector<std::string> OptionWords(const CLI::App* app) {
   std::vector<std::string> words;
   for (const CLI::Option* opt : app->get_options()) {
+    if (opt == app->get_help_ptr() && app->get_parent() != nullptr) continue;  // global has it
     for (const auto& l : opt->get_lnames()) words.push_back("--" + l);
     for (const auto& s : opt->get_snames()) words.push_back("-" + s);
   }
@@ -1228,8 +1238,9 @@ std::string BashCompletion(const CLI::App& app) {
     for (const auto& a : sub->get_aliases()) names.push_back(a);
     for (const auto& n : names) commands.push_back(n);
     std::string words = Join(OptionWords(sub), " ");
-    if (sub->get_name() == "completion") words = "bash";
-    per_command += "    " + Join(names, "|") + ") words=\"" + words + " $global\" ;;\n";
+    per_command += "    " + Join(names, "|") + ") words=\"" +
+                   (sub->get_name() == "completion" ? std::string("bash") : words + " $global") +
+                   "\" ;;\n";
   }
   const std::string global = Join(OptionWords(&app), " ");
   std::string s;

@@ -220,6 +220,7 @@ struct Config {
   int repeat = 1;
   std::vector<std::string> only;  // scenario ids; empty: all
   bool skip_calibration = false;
+  std::string durability = "sync";  // in-process broker only
   std::string json_path;
   std::string commit;
   bool smoke = false;
@@ -981,6 +982,11 @@ int main(int argc, char** argv) {
   app.add_option("--data-dir", cfg.data_dir,
                  "directory for the fdatasync calibration (default: the in-process broker's "
                  "data directory, or $TMPDIR); use the external broker's file system");
+  app.add_option("--durability", cfg.durability,
+                 "in-process broker durability; relaxed (fsync about every 100 ms) is for "
+                 "diagnosis only: it shows what is not fsync")
+      ->check(CLI::IsMember({"sync", "relaxed"}))
+      ->capture_default_str();
   app.add_option("--seconds", cfg.seconds, "measured seconds per scenario")->capture_default_str();
   app.add_option("--warmup", cfg.warmup, "warm-up seconds per scenario")->capture_default_str();
   app.add_option("--patients", cfg.patients, "how many test-range NHS numbers")
@@ -1069,21 +1075,40 @@ int main(int argc, char** argv) {
   std::string data_dir = cfg.data_dir;
   if (address.empty()) {
     temp = std::make_unique<icr::testing::TempDir>();
-    broker = std::make_unique<icr::testing::TestBroker>(temp->path(), icr::store::Durability::kSync);
+    broker = std::make_unique<icr::testing::TestBroker>(
+        temp->path(), cfg.durability == "sync" ? icr::store::Durability::kSync
+                                               : icr::store::Durability::kRelaxed);
     address = broker->address();
     if (data_dir.empty()) data_dir = temp->path();
   } else if (data_dir.empty()) {
     data_dir = std::filesystem::temp_directory_path().string();
   }
 
+  // What the broker says about itself (durability, version).
+  std::string broker_durability = "unknown", broker_version = "unknown";
+  {
+    auto stub = icr::v1::Broker::NewStub(NewChannel(address, g_channel_ids++));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    icr::v1::GetStatusResponse status;
+    grpc::Status st = stub->GetStatus(&ctx, icr::v1::GetStatusRequest(), &status);
+    if (!st.ok()) {
+      std::fprintf(stderr, "icr_publish_bench: the broker at %s does not answer GetStatus: %s\n",
+                   address.c_str(), st.error_message().c_str());
+      return 1;
+    }
+    broker_durability = status.durability();
+    broker_version = status.version();
+  }
   const std::string cpus = AffinityList();
   std::printf("icr_publish_bench  commit %s%s  %s\n", commit.c_str(), dirty ? " (dirty)" : "",
               UtcNow().c_str());
   std::printf("machine: %u cores (%s), affinity cpus %s, kernel %s, load average %s\n",
               std::thread::hardware_concurrency(), CpuModel().c_str(), cpus.c_str(),
               Shell("uname -r").c_str(), LoadAvg().c_str());
-  std::printf("broker: %s%s, durability sync\n",
-              cfg.broker.empty() ? "in-process at " : "external at ", address.c_str());
+  std::printf("broker: %s%s, version %s, durability %s\n",
+              cfg.broker.empty() ? "in-process at " : "external at ", address.c_str(),
+              broker_version.c_str(), broker_durability.c_str());
   std::printf("workload: %zu-byte events (discharge referrals), NHS numbers Zipf s=%.2f over %llu "
               "test numbers (top 1%% get %.0f%% of events), warm-up %.1f s, measured %.1f s\n\n",
               wl.event_size, cfg.zipf_s, static_cast<unsigned long long>(cfg.patients),
@@ -1103,7 +1128,8 @@ int main(int argc, char** argv) {
                        {"kernel", Shell("uname -r")}};
   report["broker"] = {{"mode", cfg.broker.empty() ? "in-process" : "external"},
                       {"address", address},
-                      {"durability", "sync"}};
+                      {"version", broker_version},
+                      {"durability", broker_durability}};
   report["config"] = {{"seconds", cfg.seconds},
                       {"warmup", cfg.warmup},
                       {"patients", cfg.patients},
