@@ -23,6 +23,9 @@
 
 namespace icr::broker {
 
+class Ingest;
+class Hub;
+
 struct BrokerOptions {
   // RocksDB directory. Default: "./data".
   std::string data_dir = "./data";
@@ -46,6 +49,13 @@ class BrokerServer {
   virtual ~BrokerServer() = default;
   // The bound gRPC port.
   virtual int port() const = 0;
+  // The ingest path, for in-process adapters (HL7 v2, FHIR) started beside
+  // the gRPC service; valid until Shutdown returns.
+  virtual Ingest* ingest() = 0;
+  // The store and hub, for in-process delivery (e.g. FHIR rest-hook
+  // notifications); valid until Shutdown returns.
+  virtual store::EventStore* store() = 0;
+  virtual Hub* hub() = 0;
   // Blocks until Shutdown has finished.
   virtual void Wait() = 0;
   // Stops accepting, answers in-flight publishes, closes subscriber streams

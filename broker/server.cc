@@ -9,6 +9,7 @@
 
 #include "broker/broker.h"
 #include "broker/hub.h"
+#include "broker/ingest.h"
 #include "broker/service.h"
 
 namespace icr::broker {
@@ -17,7 +18,10 @@ namespace {
 class BrokerServerImpl final : public BrokerServer {
  public:
   BrokerServerImpl(const BrokerOptions& options, std::unique_ptr<store::EventStore> store)
-      : options_(options), store_(std::move(store)), hub_(store_.get()) {}
+      : options_(options),
+        store_(std::move(store)),
+        hub_(store_.get()),
+        ingest_(store_.get(), options_.validation) {}
 
   store::Status Init() {
     store_->SetCommitListener([this](const std::vector<store::EventPtr>& committed) {
@@ -27,7 +31,7 @@ class BrokerServerImpl final : public BrokerServer {
     ServiceConfig config;
     config.store = store_.get();
     config.hub = &hub_;
-    config.validation = options_.validation;
+    config.ingest = &ingest_;
     config.data_dir = options_.data_dir;
     config.durability = options_.durability == store::Durability::kSync ? "sync" : "relaxed";
     config.started_at_micros = NowMicros();
@@ -57,6 +61,9 @@ class BrokerServerImpl final : public BrokerServer {
   }
 
   int port() const override { return port_; }
+  Ingest* ingest() override { return &ingest_; }
+  store::EventStore* store() override { return store_.get(); }
+  Hub* hub() override { return &hub_; }
 
   void Wait() override {
     std::unique_lock<std::mutex> lock(mu_);
@@ -104,6 +111,7 @@ class BrokerServerImpl final : public BrokerServer {
   BrokerOptions options_;
   std::unique_ptr<store::EventStore> store_;
   Hub hub_;
+  Ingest ingest_;
   std::unique_ptr<BrokerService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

@@ -7,6 +7,7 @@
 
 #include "broker/delivery.h"
 #include "broker/grpc_status.h"
+#include "broker/ingest.h"
 #include "broker/nhs_number.h"
 
 namespace icr::broker {
@@ -14,7 +15,6 @@ namespace {
 
 using icr::v1::CareEvent;
 
-constexpr int kMaxBatchEvents = 10000;
 constexpr size_t kMaxStreamPendingEvents = 20000;
 
 void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
@@ -31,26 +31,6 @@ void FillResult(const store::AppendResult& r, icr::v1::PublishResponse* out) {
   out->set_event_id(r.event_id);
   out->set_duplicate(r.duplicate);
   SetTimestamp(out->mutable_recorded_at(), r.recorded_at_micros);
-}
-
-// Validates and normalises a request's events; "" when all pass.
-std::string ValidateAll(const google::protobuf::RepeatedPtrField<CareEvent>& in,
-                        const ValidationOptions& options, bool batch,
-                        std::vector<CareEvent>* out) {
-  if (in.empty()) return batch ? "events: at least one event is required" : "event: is required";
-  if (in.size() > kMaxBatchEvents) {
-    return "events: " + std::to_string(in.size()) + " events exceeds the limit of " +
-           std::to_string(kMaxBatchEvents) + " per request";
-  }
-  const int64_t now = NowMicros();
-  out->reserve(in.size());
-  for (int i = 0; i < in.size(); ++i) {
-    out->push_back(in[i]);
-    std::string path = batch ? "events[" + std::to_string(i) + "]" : "event";
-    std::string problem = ValidateAndNormaliseEvent(&out->back(), now, options, path);
-    if (!problem.empty()) return problem;
-  }
-  return {};
 }
 
 grpc::Status Invalid(const std::string& message) {
@@ -83,35 +63,28 @@ class PublishStreamReactor final
     auto slot = std::make_shared<Slot>();
     slot->response.set_request_id(request_.request_id());
     slots_.push_back(slot);
-    std::vector<CareEvent> events;
-    std::string problem = ValidateAll(request_.events(), config_.validation, true, &events);
-    if (!problem.empty()) {
-      slot->response.set_code(grpc::StatusCode::INVALID_ARGUMENT);
-      slot->response.set_message(problem);
-      slot->ready = true;
-    } else {
-      size_t n = events.size();
-      pending_events_ += n;
-      ++pending_calls_;
-      config_.store->AppendAsync(
-          std::move(events), [this, slot, n](const store::Status& s,
-                                             std::vector<store::AppendResult> results) {
-            std::lock_guard<std::recursive_mutex> lock(mu_);
-            if (!s.ok()) {
-              grpc::Status g = ToGrpc(s);
-              slot->response.set_code(g.error_code());
-              slot->response.set_message(g.error_message());
-            } else {
-              for (const auto& r : results) FillResult(r, slot->response.add_results());
-            }
-            slot->ready = true;
-            pending_events_ -= n;
-            --pending_calls_;
-            PumpLocked();
-            MaybeReadLocked();
-            MaybeFinishLocked();
-          });
-    }
+    std::vector<CareEvent> events(request_.events().begin(), request_.events().end());
+    const size_t n = events.size();
+    pending_events_ += n;
+    ++pending_calls_;
+    config_.ingest->Publish(
+        std::move(events), /*batch=*/true,
+        [this, slot, n](const store::Status& s, std::vector<store::AppendResult> results) {
+          std::lock_guard<std::recursive_mutex> lock(mu_);
+          if (!s.ok()) {
+            grpc::Status g = ToGrpc(s);
+            slot->response.set_code(g.error_code());
+            slot->response.set_message(g.error_message());
+          } else {
+            for (const auto& r : results) FillResult(r, slot->response.add_results());
+          }
+          slot->ready = true;
+          pending_events_ -= n;
+          --pending_calls_;
+          PumpLocked();
+          MaybeReadLocked();
+          MaybeFinishLocked();
+        });
     PumpLocked();
     MaybeReadLocked();
   }
@@ -417,22 +390,16 @@ grpc::ServerUnaryReactor* BrokerService::Publish(grpc::CallbackServerContext* ct
     return reactor;
   }
   std::vector<CareEvent> events{request->event()};
-  std::string problem =
-      ValidateAndNormaliseEvent(&events[0], NowMicros(), config_.validation, "event");
-  if (!problem.empty()) {
-    reactor->Finish(Invalid(problem));
-    return reactor;
-  }
-  config_.store->AppendAsync(std::move(events), [reactor, response](
-                                                    const store::Status& s,
-                                                    std::vector<store::AppendResult> results) {
-    if (!s.ok()) {
-      reactor->Finish(ToGrpc(s));
-      return;
-    }
-    FillResult(results[0], response);
-    reactor->Finish(grpc::Status::OK);
-  });
+  config_.ingest->Publish(std::move(events), /*batch=*/false,
+                          [reactor, response](const store::Status& s,
+                                              std::vector<store::AppendResult> results) {
+                            if (!s.ok()) {
+                              reactor->Finish(ToGrpc(s));
+                              return;
+                            }
+                            FillResult(results[0], response);
+                            reactor->Finish(grpc::Status::OK);
+                          });
   return reactor;
 }
 
@@ -440,22 +407,22 @@ grpc::ServerUnaryReactor* BrokerService::PublishBatch(grpc::CallbackServerContex
                                                       const icr::v1::PublishBatchRequest* request,
                                                       icr::v1::PublishBatchResponse* response) {
   auto* reactor = ctx->DefaultReactor();
-  std::vector<CareEvent> events;
-  std::string problem = ValidateAll(request->events(), config_.validation, true, &events);
-  if (!problem.empty()) {
-    reactor->Finish(Invalid(problem + " (nothing in this batch was stored)"));
-    return reactor;
-  }
-  config_.store->AppendAsync(std::move(events), [reactor, response](
-                                                    const store::Status& s,
-                                                    std::vector<store::AppendResult> results) {
-    if (!s.ok()) {
-      reactor->Finish(ToGrpc(s));
-      return;
-    }
-    for (const auto& r : results) FillResult(r, response->add_results());
-    reactor->Finish(grpc::Status::OK);
-  });
+  std::vector<CareEvent> events(request->events().begin(), request->events().end());
+  config_.ingest->Publish(std::move(events), /*batch=*/true,
+                          [reactor, response](const store::Status& s,
+                                              std::vector<store::AppendResult> results) {
+                            if (s.code() == store::StatusCode::kInvalidArgument) {
+                              reactor->Finish(
+                                  Invalid(s.message() + " (nothing in this batch was stored)"));
+                              return;
+                            }
+                            if (!s.ok()) {
+                              reactor->Finish(ToGrpc(s));
+                              return;
+                            }
+                            for (const auto& r : results) FillResult(r, response->add_results());
+                            reactor->Finish(grpc::Status::OK);
+                          });
   return reactor;
 }
 

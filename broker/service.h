@@ -11,16 +11,17 @@
 #include <string>
 
 #include "broker/hub.h"
-#include "broker/validation.h"
 #include "icr/v1/broker.grpc.pb.h"
 #include "store/store.h"
 
 namespace icr::broker {
 
+class Ingest;
+
 struct ServiceConfig {
   store::EventStore* store = nullptr;
   Hub* hub = nullptr;
-  ValidationOptions validation;
+  Ingest* ingest = nullptr;
   std::string data_dir;
   std::string durability;
   int64_t started_at_micros = 0;

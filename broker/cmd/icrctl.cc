@@ -113,17 +113,21 @@ void Err(const std::string& line) { std::cerr << "icrctl: " << line << std::endl
 
 // Writes one line to stdout and flushes it. False when stdout is gone (a
 // closed pipe): the caller stops.
+std::atomic<int> stdout_errno{0};  // errno of the failed write (errno is per thread)
+
 bool Out(const std::string& line) {
   if (std::fwrite(line.data(), 1, line.size(), stdout) != line.size() ||
       std::fputc('\n', stdout) == EOF || std::fflush(stdout) != 0) {
+    stdout_errno = errno;
     return false;
   }
   return true;
 }
 
 int StdoutFailed() {
-  if (errno == EPIPE) return kExitOk;  // e.g. `icrctl tail | head -3`
-  Err(std::string("cannot write to standard output: ") + std::strerror(errno));
+  const int e = stdout_errno.load();
+  if (e == EPIPE) return kExitOk;  // e.g. `icrctl tail | head -3` with SIGPIPE ignored
+  Err(std::string("cannot write to standard output: ") + std::strerror(e));
   return kExitFailure;
 }
 
@@ -141,9 +145,12 @@ std::string Pad(std::string s, size_t width) {
   return s;
 }
 
+// RFC 3339 to the second, for tables ("-" when unset).
 std::string TimeString(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
-  return TimeUtil::ToString(t);
+  google::protobuf::Timestamp whole;
+  whole.set_seconds(t.seconds());
+  return TimeUtil::ToString(whole);
 }
 
 std::string Join(const std::vector<std::string>& v, const std::string& sep) {
@@ -956,7 +963,12 @@ int RunHistory(const GlobalOptions& g, const HistoryOptions& h) {
     if (response.next_page_token().empty() || (h.limit > 0 && shown >= h.limit)) break;
     request.set_page_token(response.next_page_token());
   }
-  if (shown == 0 && !g.json) Err("no stored events for NHS number " + nhs + " match");
+  if (shown == 0 && !g.json) {
+    Err("no stored events for NHS number " + nhs +
+        (request.event_types_size() || request.has_from() || request.has_to()
+             ? " match these filters"
+             : ""));
+  }
   return kExitOk;
 }
 
@@ -1185,12 +1197,16 @@ int RunReplay(const GlobalOptions& g, const SubscriptionOptions& o) {
   SetDeadline(&ctx, g);
   grpc::Status st = stub->ReplayParked(&ctx, request, &response);
   if (!st.ok()) return ReportRpcFailure("replay parked events of " + o.name, st, g);
+  std::string text = response.replayed() == 0
+                         ? "subscription " + o.name + " had no parked events to replay" +
+                               (o.positions.empty() ? "" : " at those positions")
+                         : "replayed " + std::to_string(response.replayed()) +
+                               " parked event(s) of subscription " + o.name +
+                               "; they will be delivered again";
   const bool ok = g.json ? Out(nlohmann::json{{"subscription", o.name},
                                               {"replayed", response.replayed()}}
                                    .dump())
-                         : Out("replayed " + std::to_string(response.replayed()) +
-                               " parked event(s) of subscription " + o.name +
-                               "; they will be delivered again");
+                         : Out(text);
   return ok ? kExitOk : StdoutFailed();
 }
 

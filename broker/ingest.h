@@ -1,0 +1,50 @@
+// Ingest: the one way events enter the broker, whichever protocol carried
+// them (gRPC, HL7 v2 over MLLP, FHIR R4, CSV). It validates and normalises
+// every event of a request, then hands the whole request to the store, which
+// stores it atomically and durably before `done` runs.
+//
+//   ingest.Publish(std::move(events), [](const Status& s, std::vector<AppendResult> r) {
+//     // OK: every event is durable (or a duplicate of one that is).
+//     // INVALID_ARGUMENT: nothing stored; s.message() names the field and rule.
+//   });
+//
+// Thread-safety: Publish may be called from any thread; `done` runs on the
+// calling thread (validation failures) or on the store's writer thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "broker/validation.h"
+#include "icr/v1/events.pb.h"
+#include "store/store.h"
+
+namespace icr::broker {
+
+class Ingest {
+ public:
+  // Most events in one request. Default: 10,000.
+  static constexpr int kMaxEventsPerRequest = 10000;
+
+  Ingest(store::EventStore* store, ValidationOptions options)
+      : store_(store), options_(std::move(options)) {}
+
+  // Validates every event (naming them "event" when `batch` is false, else
+  // "events[i]"), then appends them all or none. A validation failure calls
+  // `done` at once with kInvalidArgument and stores nothing.
+  void Publish(std::vector<icr::v1::CareEvent> events, bool batch, store::AppendCallback done);
+
+  // Validation alone, for callers that need the problem before publishing
+  // (e.g. to map it back to an HL7 field). "" when valid.
+  std::string Validate(std::vector<icr::v1::CareEvent>* events, bool batch) const;
+
+  const ValidationOptions& options() const { return options_; }
+  store::EventStore* store() const { return store_; }
+
+ private:
+  store::EventStore* store_;
+  ValidationOptions options_;
+};
+
+}  // namespace icr::broker
