@@ -234,6 +234,14 @@ std::string PayloadRules(icr::v1::CareEvent* e, const std::string& path) {
       }
       break;
     }
+    case CareEvent::kEncounterCancellation: {
+      auto t = e->encounter_cancellation().cancelled_event_type();
+      if (t != icr::v1::ADMISSION && t != icr::v1::TRANSFER && t != icr::v1::DISCHARGE) {
+        return path + ".encounter_cancellation.cancelled_event_type: must be ADMISSION, TRANSFER "
+                      "or DISCHARGE";
+      }
+      break;
+    }
     case CareEvent::kGpRegistration:
       return OdsProblem(e->mutable_gp_registration()->mutable_practice(),
                         path + ".gp_registration.practice");

@@ -716,8 +716,10 @@ int RunPublish(const GlobalOptions& g, const PublishOptions& p) {
 // tail
 // ---------------------------------------------------------------------------
 
-// Acknowledges positions of a durable subscription in batches, on its own
-// thread: every 200 ms or 500 positions, and everything on Stop().
+// Acknowledges positions of a durable subscription on its own thread, as soon
+// as they are added; positions added while an Ack call is in flight go
+// together in the next call. Acking promptly matters: the broker holds a
+// person's next event until the previous one is acknowledged.
 class Acker {
  public:
   Acker(icr::v1::Broker::Stub* stub, const GlobalOptions& g, std::string subscription)
@@ -731,7 +733,7 @@ class Acker {
   void Add(uint64_t position) {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(position);
-    if (queue_.size() >= 500) cv_.notify_one();
+    cv_.notify_one();
   }
   // Sends what is queued and ends the thread.
   void Stop() {
@@ -748,8 +750,7 @@ class Acker {
   void Loop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      cv_.wait_for(lock, std::chrono::milliseconds(200),
-                   [this] { return stopping_ || queue_.size() >= 500; });
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (!queue_.empty()) {
         std::vector<uint64_t> batch;
         batch.swap(queue_);

@@ -443,9 +443,10 @@ struct Scenario {
   int window = 1;      // requests in flight per publisher
 };
 
+// Atomics: set by the runner, read by publisher and ack-reader threads.
 struct Window {
-  int64_t measure_start = 0;
-  int64_t measure_end = 0;
+  std::atomic<int64_t> measure_start{0};
+  std::atomic<int64_t> measure_end{0};
 };
 
 // One publisher's measurements inside the window.
@@ -633,7 +634,7 @@ ScenarioResult Bench::RunClosed(const Scenario& sc, int round) {
   ready.wait();
   const int64_t now = NowNs();
   w.measure_start = now + static_cast<int64_t>(cfg_.warmup * 1e9);
-  w.measure_end = w.measure_start + static_cast<int64_t>(cfg_.seconds * 1e9);
+  w.measure_end = w.measure_start.load() + static_cast<int64_t>(cfg_.seconds * 1e9);
   start.count_down();
 
   SleepUntilNs(w.measure_start);
