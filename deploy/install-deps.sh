@@ -9,7 +9,13 @@ PACKAGES=(
   librocksdb-dev libboost-dev libboost-system-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
+  clang-14 libclang-rt-14-dev libfuzzer-14-dev
 )
+# Test clients from npm (a real MLLP client) need node and npm; a machine
+# that already has them (e.g. from nodesource) keeps its own.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
