@@ -234,6 +234,41 @@ store::Status SubscriptionEngine::Tick(int64_t now_micros) {
   return result.ok() ? s : result;
 }
 
+store::Status SubscriptionEngine::ParkNow(uint64_t position, int64_t now_micros,
+                                          uint32_t attempts) {
+  if (!durable_) return store::Status::FailedPrecondition("ParkNow: subscription is not durable");
+  auto it = in_flight_.find(position);
+  if (it != in_flight_.end() && it->second.attempts > 0) {
+    Flight flight = std::move(it->second);
+    in_flight_.erase(it);
+    Flight recorded = flight;
+    if (attempts > 0) recorded.attempts = attempts;
+    store::Status s = Park(position, recorded, now_micros);
+    if (!s.ok()) {
+      in_flight_.emplace(position, std::move(flight));
+      return s;
+    }
+    Release(flight.event->event.nhs_number());
+    return {};
+  }
+  auto rit = replays_.find(position);
+  if (rit != replays_.end() && rit->second.attempts > 0) {
+    // Back to parked, no longer asked for (as in Tick).
+    icr::v1::internal::ParkedRecord record;
+    record.set_attempts(attempts > 0 ? attempts : rit->second.attempts);
+    SetTimestamp(record.mutable_parked_at(), now_micros);
+    std::string record_bytes, state_bytes;
+    record.SerializeToString(&record_bytes);
+    state_.SerializeToString(&state_bytes);
+    store::Status s = store_->PutParked(state_.name(), position, record_bytes, state_bytes);
+    if (!s.ok()) return s;
+    replays_.erase(rit);
+    return {};
+  }
+  return store::Status::NotFound("position " + std::to_string(position) +
+                                 " is not in flight on subscription '" + state_.name() + "'");
+}
+
 store::Status SubscriptionEngine::ReplayParked(const std::vector<uint64_t>& positions,
                                                uint32_t* count) {
   *count = 0;

@@ -79,6 +79,16 @@ class SubscriptionEngine {
   // stays in flight and is retried at the next tick).
   store::Status Tick(int64_t now_micros);
 
+  // Durable only: parks a delivered, unacknowledged event now, for owners
+  // that run their own retry policy instead of Tick's ack timeout (the FHIR
+  // rest-hook deliverer). `position` must have been returned by Next and not
+  // yet acknowledged or parked, else kNotFound and nothing changes. The
+  // parked record says `attempts` (0: the engine's own count). Like Tick, the
+  // cursor may then pass the event and the person's next held event becomes
+  // ready; a replayed parked event goes back to parked. On a store error the
+  // event stays in flight and the call may be repeated.
+  store::Status ParkNow(uint64_t position, int64_t now_micros, uint32_t attempts = 0);
+
   // Durable only: queue parked events for delivery again (all when
   // `positions` is empty, else those listed). Their parked records are
   // removed when they are acknowledged. Sets *count to the number queued.

@@ -282,7 +282,7 @@ class SignalWatcher {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::thread([this, set] {
-      int count = 0;
+      std::optional<Clock::time_point> first;
       while (true) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0) continue;
@@ -291,18 +291,23 @@ class SignalWatcher {
           std::lock_guard<std::mutex> lock(mu_);
           hook = hook_;
         }
-        if (count++ == 0 && hook) {
+        if (!first && hook) {
+          first = Clock::now();
           interrupted_ = true;
           hook();
           continue;
         }
+        // A copy of the first signal (e.g. sent to the process and to its
+        // group, as `timeout` does) must not cut the clean stop short.
+        if (first && Clock::now() - *first < std::chrono::seconds(1)) continue;
         static const char kMsg[] = "\nicrctl: interrupted\n";
         (void)!write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
         _exit(128 + sig);
       }
     }).detach();
   }
-  // Runs on the first SIGINT/SIGTERM instead of exiting; a second one exits.
+  // Runs on the first SIGINT/SIGTERM instead of exiting; another one more
+  // than a second later exits at once.
   void SetHook(std::function<void()> hook) {
     std::lock_guard<std::mutex> lock(mu_);
     hook_ = std::move(hook);

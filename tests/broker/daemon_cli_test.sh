@@ -4,7 +4,7 @@
 set -euo pipefail
 BIN="$1"
 work=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'if [ "$pid" -gt 0 ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 pid=0
 
 cat > "$work/good.toml" <<TOML
