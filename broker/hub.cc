@@ -31,14 +31,25 @@ void Hub::Stop() {
 }
 
 void Hub::OnCommit(const std::vector<store::EventPtr>& committed) {
+  // Runs on the store's writer thread: evicted events are not destroyed
+  // here (freeing them is measurable per commit) but handed to the hub's
+  // thread.
+  std::vector<store::EventPtr> evicted;
   {
     std::lock_guard<std::mutex> lock(ring_mu_);
     for (const auto& e : committed) ring_.push_back(e);
-    while (ring_.size() > ring_capacity_) ring_.pop_front();
+    while (ring_.size() > ring_capacity_) {
+      evicted.push_back(std::move(ring_.front()));
+      ring_.pop_front();
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
     woken_ = true;
+    if (!evicted.empty()) {
+      graveyard_.insert(graveyard_.end(), std::make_move_iterator(evicted.begin()),
+                        std::make_move_iterator(evicted.end()));
+    }
   }
   cv_.notify_one();
 }
@@ -112,7 +123,10 @@ void Hub::Loop() {
     woken_ = false;
     bool tick = Clock::now() >= next_tick;
     auto sessions = Snapshot();
+    std::vector<store::EventPtr> dead;
+    dead.swap(graveyard_);
     lock.unlock();
+    dead.clear();  // events evicted from the ring, freed off the writer thread
     if (wake) {
       for (auto& s : sessions) s->Wake();
     }

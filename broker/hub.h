@@ -81,6 +81,7 @@ class Hub : public EventSource {
   bool stopping_ = false;
   std::map<const Session*, std::shared_ptr<Session>> sessions_;
   std::map<std::string, std::weak_ptr<Session>> durable_;
+  std::vector<store::EventPtr> graveyard_;  // evicted from the ring, freed by the hub thread
   std::thread thread_;
 };
 

@@ -63,7 +63,10 @@ class PublishStreamReactor final
     auto slot = std::make_shared<Slot>();
     slot->response.set_request_id(request_.request_id());
     slots_.push_back(slot);
-    std::vector<CareEvent> events(request_.events().begin(), request_.events().end());
+    // The reactor owns request_: move the events out rather than copy them.
+    std::vector<CareEvent> events;
+    events.reserve(request_.events_size());
+    for (auto& e : *request_.mutable_events()) events.push_back(std::move(e));
     const size_t n = events.size();
     pending_events_ += n;
     ++pending_calls_;
@@ -344,6 +347,11 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<icr::v1::Subscrib
 
 uint32_t OrDefault(uint32_t value, uint32_t def) { return value == 0 ? def : value; }
 
+// Records under this prefix are FHIR rest-hook definitions
+// (adapters/fhir/resthook.h), kept beside the subscriptions they drive.
+constexpr const char* kReservedPrefix = "resthook:";
+bool IsReservedName(const std::string& name) { return name.rfind(kReservedPrefix, 0) == 0; }
+
 // Where a new subscription starts: the first position to deliver.
 store::Status StartPosition(store::EventStore* store, const icr::v1::StartAt& start,
                             uint64_t* first) {
@@ -466,6 +474,10 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
   }
 
   if (auto p = ValidateSubscriptionName(name); !p.empty()) return fail(Invalid(p));
+  if (IsReservedName(name)) {
+    return fail(Invalid("subscription: names starting with '" + std::string(kReservedPrefix) +
+                        "' hold FHIR rest-hook definitions and cannot be subscribed to"));
+  }
   icr::v1::internal::SubscriptionState state;
   std::string bytes;
   store::Status got = config_.store->GetSubscription(name, &bytes);
@@ -664,6 +676,7 @@ grpc::ServerUnaryReactor* BrokerService::ListSubscriptions(
   store::Status s = config_.store->ListSubscriptions(&all);
   const uint64_t last = config_.store->LastPosition();
   for (size_t i = 0; s.ok() && i < all.size(); ++i) {
+    if (IsReservedName(all[i].first)) continue;
     icr::v1::internal::SubscriptionState state;
     if (!state.ParseFromString(all[i].second)) continue;
     auto* info = response->add_subscriptions();
@@ -760,7 +773,9 @@ grpc::ServerUnaryReactor* BrokerService::GetStatus(grpc::CallbackServerContext* 
   response->set_subscriptions_connected(static_cast<uint32_t>(config_.hub->connected()));
   std::vector<std::pair<std::string, std::string>> all;
   if (config_.store->ListSubscriptions(&all).ok()) {
-    response->set_durable_subscriptions(static_cast<uint32_t>(all.size()));
+    uint32_t durable = 0;
+    for (const auto& [name, value] : all) durable += IsReservedName(name) ? 0 : 1;
+    response->set_durable_subscriptions(durable);
   }
   response->set_durability(config_.durability);
   SetTimestamp(response->mutable_started_at(), config_.started_at_micros);

@@ -5,6 +5,8 @@
 #include <google/protobuf/timestamp.pb.h>
 
 #include <cctype>
+#include <unordered_set>
+#include <vector>
 
 #include "broker/nhs_number.h"
 #include "icr/v1/options.pb.h"
@@ -46,77 +48,115 @@ std::string TimestampProblem(const google::protobuf::Timestamp& t) {
   return {};
 }
 
+// Where the walker is, as a chain of frames on the stack; the text of a path
+// is built only when there is a problem to report (this runs for every field
+// of every event, so it allocates nothing on success).
+struct Frame {
+  const Frame* parent = nullptr;
+  const std::string* root = nullptr;        // set on the outermost frame only
+  const FieldDescriptor* field = nullptr;
+  int index = -1;                           // repeated element, or -1
+};
+
+std::string PathOf(const Frame& f) {
+  if (f.root != nullptr) return *f.root;
+  std::string p = PathOf(*f.parent) + "." + f.field->name();
+  if (f.index >= 0) p += "[" + std::to_string(f.index) + "]";
+  return p;
+}
+
+// Whether a field carries [(icr.v1.required) = true], read once per field.
+bool IsRequired(const FieldDescriptor* f) {
+  static const auto* const kRequired = [] {
+    auto* set = new std::unordered_set<const FieldDescriptor*>();
+    std::vector<const Descriptor*> todo = {icr::v1::CareEvent::descriptor()};
+    std::unordered_set<const Descriptor*> seen;
+    while (!todo.empty()) {
+      const Descriptor* d = todo.back();
+      todo.pop_back();
+      if (!seen.insert(d).second) continue;
+      for (int i = 0; i < d->field_count(); ++i) {
+        const FieldDescriptor* field = d->field(i);
+        if (field->options().GetExtension(icr::v1::required)) set->insert(field);
+        if (field->message_type() != nullptr) todo.push_back(field->message_type());
+      }
+    }
+    return set;
+  }();
+  return kRequired->count(f) > 0;
+}
+
 // Walks a message by reflection: required fields, enum values, string
 // lengths, Dates and Timestamps, at any depth. Stops at the first problem.
 class Walker {
  public:
   explicit Walker(const ValidationOptions& options) : options_(options) {}
 
-  std::string Walk(const Message& m, const std::string& path) {
+  std::string Walk(const Message& m, const Frame& at) {
     const Descriptor* d = m.GetDescriptor();
     const Reflection* r = m.GetReflection();
     if (d == icr::v1::Date::descriptor()) {
       auto p = DateProblem(static_cast<const icr::v1::Date&>(m));
-      return p.empty() ? p : path + ": " + p;
+      return p.empty() ? p : PathOf(at) + ": " + p;
     }
     if (d == google::protobuf::Timestamp::descriptor()) {
       auto p = TimestampProblem(static_cast<const google::protobuf::Timestamp&>(m));
-      return p.empty() ? p : path + ": " + p;
+      return p.empty() ? p : PathOf(at) + ": " + p;
     }
+    std::string scratch;
     for (int i = 0; i < d->field_count(); ++i) {
       const FieldDescriptor* f = d->field(i);
-      const std::string fpath = path + "." + f->name();
       if (f->is_repeated()) {
         int n = r->FieldSize(m, f);
         for (int j = 0; j < n; ++j) {
-          std::string ep = fpath + "[" + std::to_string(j) + "]";
+          Frame element{&at, nullptr, f, j};
           std::string p;
           if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-            p = Walk(r->GetRepeatedMessage(m, f, j), ep);
+            p = Walk(r->GetRepeatedMessage(m, f, j), element);
           } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING) {
-            p = StringProblem(r->GetRepeatedString(m, f, j), ep);
+            p = StringProblem(r->GetRepeatedStringReference(m, f, j, &scratch), element);
           } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_ENUM) {
-            p = EnumProblem(f, r->GetRepeatedEnumValue(m, f, j), ep);
+            p = EnumProblem(f, r->GetRepeatedEnumValue(m, f, j), element);
           }
           if (!p.empty()) return p;
         }
         continue;
       }
       if (f->containing_oneof() != nullptr && !r->HasField(m, f)) continue;
-      const bool required = f->options().GetExtension(icr::v1::required);
+      const Frame here{&at, nullptr, f, -1};
       std::string p;
       switch (f->cpp_type()) {
         case FieldDescriptor::CPPTYPE_MESSAGE:
           if (r->HasField(m, f)) {
-            p = Walk(r->GetMessage(m, f), fpath);
-          } else if (required) {
-            p = fpath + ": is required";
+            p = Walk(r->GetMessage(m, f), here);
+          } else if (IsRequired(f)) {
+            p = PathOf(here) + ": is required";
           }
           break;
         case FieldDescriptor::CPPTYPE_STRING: {
-          std::string s = r->GetString(m, f);
-          if (s.empty() && required) {
-            p = fpath + ": is required";
+          const std::string& s = r->GetStringReference(m, f, &scratch);
+          if (s.empty() && IsRequired(f)) {
+            p = PathOf(here) + ": is required";
           } else {
-            p = StringProblem(s, fpath);
+            p = StringProblem(s, here);
           }
           break;
         }
         case FieldDescriptor::CPPTYPE_ENUM: {
           int v = r->GetEnumValue(m, f);
-          if (v == 0 && required) {
-            p = fpath + ": is required (one of " + EnumNames(f) + ")";
+          if (v == 0 && IsRequired(f)) {
+            p = PathOf(here) + ": is required (one of " + EnumNames(f) + ")";
           } else {
-            p = EnumProblem(f, v, fpath);
+            p = EnumProblem(f, v, here);
           }
           break;
         }
         case FieldDescriptor::CPPTYPE_INT32:
-          if (required && r->GetInt32(m, f) == 0) p = fpath + ": is required";
+          if (IsRequired(f) && r->GetInt32(m, f) == 0) p = PathOf(here) + ": is required";
           break;
         case FieldDescriptor::CPPTYPE_DOUBLE: {
           double v = r->GetDouble(m, f);
-          if (!(v == v) || v > 1e12 || v < -1e12) p = fpath + ": must be a finite number";
+          if (!(v == v) || v > 1e12 || v < -1e12) p = PathOf(here) + ": must be a finite number";
           break;
         }
         default:
@@ -128,14 +168,14 @@ class Walker {
   }
 
  private:
-  std::string StringProblem(const std::string& s, const std::string& path) {
+  std::string StringProblem(const std::string& s, const Frame& at) {
     if (s.size() > options_.max_string_bytes) {
-      return path + ": " + std::to_string(s.size()) + " bytes exceeds the limit of " +
+      return PathOf(at) + ": " + std::to_string(s.size()) + " bytes exceeds the limit of " +
              std::to_string(options_.max_string_bytes) + " bytes";
     }
     for (unsigned char c : s) {
       if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
-        return path + ": contains a control character (0x" + Hex(c) + ")";
+        return PathOf(at) + ": contains a control character (0x" + Hex(c) + ")";
       }
     }
     return {};
@@ -156,9 +196,9 @@ class Walker {
     return out;
   }
 
-  static std::string EnumProblem(const FieldDescriptor* f, int v, const std::string& path) {
+  static std::string EnumProblem(const FieldDescriptor* f, int v, const Frame& at) {
     if (f->enum_type()->FindValueByNumber(v) != nullptr) return {};
-    return path + ": " + std::to_string(v) + " is not a known " + f->enum_type()->name() +
+    return PathOf(at) + ": " + std::to_string(v) + " is not a known " + f->enum_type()->name() +
            " (one of " + EnumNames(f) + ")";
   }
 
@@ -310,7 +350,7 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* e, int64_t now_micros,
   if (e->priority() == icr::v1::PRIORITY_UNSPECIFIED) e->set_priority(icr::v1::ROUTINE);
 
   Walker walker(options);
-  if (auto p = walker.Walk(*e, path); !p.empty()) return p;
+  if (auto p = walker.Walk(*e, Frame{nullptr, &path, nullptr, -1}); !p.empty()) return p;
   return PayloadRules(e, path);
 }
 

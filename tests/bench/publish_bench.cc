@@ -408,6 +408,7 @@ Summary CalibrateTcp(int samples) {
     }
   }
   if (fd >= 0) ::close(fd);
+  ::shutdown(listener, SHUT_RDWR);  // unblocks accept() if we never connected
   echo.join();
   ::close(listener);
   return Summarise(&ns);
