@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
+  openssl libssl-dev curl
 )
 # Test clients from npm (a real MLLP client) need node and npm; a machine
 # that already has them (e.g. from nodesource) keeps its own.

@@ -53,7 +53,9 @@ class StrictBuilder {
   }
 
  private:
-  static std::string Clip(const std::string& s) { return s.size() > 64 ? s.substr(0, 64) + "..." : s; }
+  static std::string Clip(const std::string& s) {
+    return s.size() > 64 ? s.substr(0, 64) + "..." : s;
+  }
 
   bool Fail(const char* code, std::string message) {
     if (problem_->code.empty()) {  // keep the first problem

@@ -101,9 +101,9 @@ struct MappedEvent {
 
 // One resource of the request: the body's resource, or one Bundle entry.
 struct MappedEntry {
-  int index = -1;              // Bundle.entry index; -1 for a single resource
-  std::string resource_type;   // "Patient", ..., "MessageHeader"
-  std::string full_url;        // Bundle.entry.fullUrl, if any
+  int index = -1;                    // Bundle.entry index; -1 for a single resource
+  std::string resource_type;         // "Patient", ..., "MessageHeader"
+  std::string full_url;              // Bundle.entry.fullUrl, if any
   std::vector<MappedEvent> events;   // what it maps to; empty for a message's
                                      // header and supporting resources
   std::vector<OutcomeIssue> issues;  // why it cannot be mapped (errors)

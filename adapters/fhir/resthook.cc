@@ -8,9 +8,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <ctime>
 #include <future>
 #include <map>
 #include <mutex>
@@ -45,12 +43,6 @@ constexpr char kRecordFormat[] = "icr-resthook-1";
 constexpr char kRecordMagic[] = "v1";
 
 std::string RecordName(const std::string& name) { return kRestHookRecordPrefix + name; }
-
-int64_t SteadyMicros() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
   t->set_seconds(micros / 1000000);
@@ -136,6 +128,7 @@ class RestHookSession final : public broker::Session,
         options_(options),
         def_(std::move(def)),
         url_(std::move(url)),
+        events_since_start_snapshot_(events_since_start),
         events_since_start_(events_since_start),
         resolver_(io),
         stream_(io),
@@ -158,7 +151,6 @@ class RestHookSession final : public broker::Session,
   }
 
   const RestHookSubscription& def() const { return def_; }
-  bool running() const { return engine_ != nullptr; }
 
   // Claims the names in the hub; false if another holder has either.
   bool Claim() {
@@ -192,8 +184,10 @@ class RestHookSession final : public broker::Session,
 
   // Stops delivery for good: on the io thread (or with it stopped).
   void StopOnIo() {
+    bool started;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      started = engine_ != nullptr;
       if (engine_ && !persisted_at_stop_) {
         engine_->Persist(true);
         persisted_at_stop_ = true;
@@ -209,7 +203,7 @@ class RestHookSession final : public broker::Session,
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
     connected_ = false;
-    if (engine_) {
+    if (started) {
       hub_->Remove(this);
       ReleaseClaims();
     }
@@ -779,6 +773,13 @@ class RestHookManagerImpl final : public RestHookManager {
           "' already exists (a gRPC subscriber's); choose another name");
     }
     if (got.code() != store::StatusCode::kNotFound) return got;
+    got = store_->GetSubscription(RecordName(def.name), &bytes);
+    if (got.ok()) {
+      return Status::FailedPrecondition("name: a durable subscription named '" +
+                                        RecordName(def.name) +
+                                        "' exists (a gRPC subscriber's); choose another name");
+    }
+    if (got.code() != store::StatusCode::kNotFound) return got;
 
     auto session = std::make_shared<RestHookSession>(io_, hub_, store_, options_, def, url, 0);
     if (!session->Claim()) {
@@ -810,6 +811,7 @@ class RestHookManagerImpl final : public RestHookManager {
     std::shared_ptr<RestHookSession> session;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return Status::Aborted("the rest-hook manager is stopped");
       auto it = sessions_.find(name);
       if (it == sessions_.end()) {
         return Status::NotFound("rest-hook subscription '" + name + "' does not exist");
@@ -872,11 +874,11 @@ class RestHookManagerImpl final : public RestHookManager {
   // Runs StopOnIo for each on the io thread and waits.
   void StopSessions(const std::vector<std::shared_ptr<RestHookSession>>& sessions) {
     if (sessions.empty()) return;
-    std::promise<void> done;
-    auto future = done.get_future();
-    asio::post(io_, [&sessions, &done] {
+    auto done = std::make_shared<std::promise<void>>();
+    auto future = done->get_future();
+    asio::post(io_, [sessions, done] {
       for (const auto& s : sessions) s->StopOnIo();
-      done.set_value();
+      done->set_value();
     });
     if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
       std::fprintf(stderr, "icr-resthook: io thread did not answer within 10 s at stop\n");
@@ -925,6 +927,7 @@ std::string ValidateRestHook(const RestHookSubscription& sub) {
   }
   Endpoint url;
   if (auto p = ParseEndpoint(sub.endpoint, &url); !p.empty()) return "endpoint: " + p;
+  if (sub.headers.size() > 32) return "headers: more than 32";
   for (size_t i = 0; i < sub.headers.size(); ++i) {
     if (auto p = HeaderProblem(sub.headers[i].first, sub.headers[i].second); !p.empty()) {
       return "headers[" + std::to_string(i) + "]: " + p;

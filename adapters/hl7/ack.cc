@@ -12,7 +12,7 @@ std::string FormatTime(int64_t seconds) {
   std::time_t t = static_cast<std::time_t>(seconds);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char buf[32];
+  char buf[80];
   std::snprintf(buf, sizeof buf, "%04d%02d%02d%02d%02d%02d+0000", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
   return buf;
@@ -23,10 +23,35 @@ std::string Truncate(std::string s, size_t max) {
   return s;
 }
 
-// `raw` if it is a sane copy of an original field, else `fallback` escaped.
-std::string RawOr(std::string_view raw, const std::string& fallback, const Er7Delimiters& d) {
-  if (!raw.empty() && raw.size() <= 200) return std::string(raw);
-  return Er7Escape(fallback, d);
+// A raw field written with delimiters `from`, rewritten for delimiters `to`
+// (separators mapped, escape sequences re-spelt, other characters escaped as
+// needed). Formatting and character-set escapes are dropped.
+std::string Reencode(std::string_view raw, const Er7Delimiters& from, const Er7Delimiters& to) {
+  std::string out;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    if (c == from.escape) {
+      size_t j = raw.find(from.escape, i + 1);
+      if (j == std::string_view::npos) break;
+      std::string_view seq = raw.substr(i + 1, j - i - 1);
+      if (seq == "F" || seq == "S" || seq == "T" || seq == "R" || seq == "E" ||
+          (!seq.empty() && seq[0] == 'X')) {
+        out += to.escape;
+        out.append(seq);
+        out += to.escape;
+      }
+      i = j;
+    } else if (c == from.component) {
+      out += to.component;
+    } else if (c == from.repetition) {
+      out += to.repetition;
+    } else if (c == from.subcomponent) {
+      out += to.subcomponent;
+    } else {
+      out += Er7Escape(std::string_view(&c, 1), to);
+    }
+  }
+  return out;
 }
 
 std::string ErrSegment(const Hl7Error& e, const Er7Delimiters& d) {
@@ -83,13 +108,30 @@ std::string ErrSegment(const Hl7Error& e, const Er7Delimiters& d) {
 std::string BuildAck(const Er7Message& original, AckCode code, const std::vector<Hl7Error>& errors,
                      const AckParams& params) {
   const bool has = original.has_msh();
-  const Er7Delimiters d = has ? original.delimiters() : Er7Delimiters{};
+  const Er7Delimiters from = has ? original.delimiters() : Er7Delimiters{};
+  // The ACK uses the sender's separators, unless one of them is a character
+  // the ACK must write literally ('+' in MSH-7, '.' in versions): then the
+  // standard ones, with the copied fields re-encoded.
+  bool standard = false;
+  for (char c : {from.field, from.component, from.repetition, from.escape, from.subcomponent}) {
+    standard = standard || c == '+' || c == '.';
+  }
+  const Er7Delimiters d = standard ? Er7Delimiters{} : from;
   const char f = d.field;
-  std::string encoding = has ? std::string(original.RawField(0, 2)) : std::string();
+  std::string encoding = has && !standard ? std::string(original.RawField(0, 2)) : std::string();
   if (encoding.size() < 4) {
     encoding = {d.component, d.repetition, d.escape, d.subcomponent};
   }
-  auto raw = [&](int field) { return has ? original.RawField(0, field) : std::string_view(); };
+  auto raw = [&](int field) -> std::string {
+    if (!has) return {};
+    std::string_view r = original.RawField(0, field);
+    if (r.size() > 200) return {};  // not worth echoing; the fallback is used
+    return standard ? Reencode(r, from, d) : std::string(r);
+  };
+  auto raw_or = [&](int field, const std::string& fallback) {
+    std::string r = raw(field);
+    return r.empty() ? Er7Escape(fallback, d) : r;
+  };
 
   std::string trigger = has ? original.GetAt(0, 9, 1, 2) : std::string();
   std::string clean_trigger;
@@ -97,22 +139,22 @@ std::string BuildAck(const Er7Message& original, AckCode code, const std::vector
     if ((ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')) clean_trigger += ch;
   }
   clean_trigger = Truncate(clean_trigger, 3);
-  std::string version(raw(12));
+  std::string version = raw(12);
   if (version.empty() || version.size() > 40) version = "2.5.1";
-  std::string processing(raw(11));
+  std::string processing = raw(11);
   if (processing.empty() || processing.size() > 10) processing = "P";
 
   std::string out = "MSH";
   out += f;
   out += encoding;
   out += f;
-  out += RawOr(raw(5), params.application, d);  // MSH-3 = original MSH-5
+  out += raw_or(5, params.application);  // MSH-3 = original MSH-5
   out += f;
-  out += RawOr(raw(6), params.facility, d);  // MSH-4 = original MSH-6
+  out += raw_or(6, params.facility);  // MSH-4 = original MSH-6
   out += f;
-  out += RawOr(raw(3), "", d);  // MSH-5 = original MSH-3
+  out += raw(3);  // MSH-5 = original MSH-3
   out += f;
-  out += RawOr(raw(4), "", d);  // MSH-6 = original MSH-4
+  out += raw(4);  // MSH-6 = original MSH-4
   out += f;
   out += FormatTime(params.now_seconds);  // MSH-7
   out += f;                               // MSH-8
@@ -136,7 +178,7 @@ std::string BuildAck(const Er7Message& original, AckCode code, const std::vector
   out += f;
   out += AckCodeName(code);
   out += f;
-  out += RawOr(raw(10), "", d);
+  out += raw(10);
   if (code != AckCode::kAA && !errors.empty()) {
     out += f;
     out += Er7Escape(Truncate(errors.front().text, 80), d);  // MSA-3 (v2.3/2.4 readers)

@@ -5,8 +5,9 @@
 //   MSA|AE|<orig MSH-10>|<first error text, at most 80 characters>
 //   ERR|PID^1^3^102&Data type error&HL70357|PID^1^3^1|102^Data type error^HL70357|E||||PID-3 ...
 //
-// The ACK uses the sender's own separators (MSH-1, MSH-2) and version
-// (MSH-12). ERR-1 (the v2.3/2.4 location) and ERR-2 (ERL, v2.5) both name
+// The ACK uses the sender's own separators (MSH-1, MSH-2; the standard ones
+// when the sender's include '+' or '.', which the ACK writes literally) and
+// version (MSH-12). ERR-1 (the v2.3/2.4 location) and ERR-2 (ERL, v2.5) both name
 // the segment, its sequence and the field; ERR-3 is the table 0357 code;
 // ERR-4 the severity E; ERR-8 the text. A message whose MSH could not be
 // read gets an ACK with the standard separators, version 2.5.1 and an empty

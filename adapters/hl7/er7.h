@@ -17,8 +17,8 @@
 //  - Segment names are three characters, [A-Z][A-Z0-9][A-Z0-9]. One message
 //    per input: a second MSH, or a BHS/FHS batch, is an error.
 //  - Escape sequences \F\ \S\ \T\ \R\ \E\ and \Xhh..\ are decoded by Get();
-//    the formatting and character-set sequences \H\ \N\ \.xx\ \Cxxyy\
-//    \Mxxyyzz\ \Zxx\ are accepted and dropped; anything else (an unknown
+//    the formatting and character-set sequences (\H\ \N\ \.br\ \Cxxyy\ and
+//    \Mxxyyzz\ \Zxx\ and the like) are accepted and dropped; anything else (an unknown
 //    letter, an unterminated sequence, odd or non-hex \X digits) is an error
 //    found at parse time, so Get() never fails.
 //  - XML-encoded HL7 (input starting with '<') is refused with its own error.

@@ -7,12 +7,17 @@
 #include <cstdio>
 #include <iostream>
 
+#include "adapters/fhir/fhir_server.h"
+#include "adapters/fhir/resthook.h"
+#include "adapters/hl7/mllp_server.h"
 #include "broker/broker.h"
 
 int main(int argc, char** argv) {
   icr::broker::BrokerOptions options;
   std::string durability = "sync";
   bool production = false;
+  icr::adapters::hl7::MllpOptions mllp;
+  icr::adapters::fhir::FhirOptions fhir;
 
   CLI::App app{"icr-broker: integrated care record message broker (gRPC icr.v1.Broker)"};
   app.set_version_flag("--version", std::string(ICR_VERSION));
@@ -37,6 +42,25 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-grace-ms", options.shutdown_grace_ms,
                  "How long in-flight calls may take to finish on shutdown")
       ->capture_default_str();
+  app.add_option("--mllp-listen", mllp.listen,
+                 "HL7 v2 over MLLP listen address host:port, or 'off'")
+      ->capture_default_str()
+      ->envname("ICR_MLLP_LISTEN");
+  std::string mllp_care_setting = "ACUTE";
+  app.add_option("--mllp-care-setting", mllp_care_setting,
+                 "care_setting of events received over MLLP")
+      ->check(CLI::IsMember({"GP", "ACUTE", "COMMUNITY", "MENTAL_HEALTH", "SOCIAL_CARE",
+                             "CARE_PROVIDER", "AMBULANCE"}))
+      ->capture_default_str();
+  app.add_option("--mllp-tls-cert", mllp.tls_certificate_file,
+                 "MLLP: PEM certificate chain (turns TLS on, with --mllp-tls-key)");
+  app.add_option("--mllp-tls-key", mllp.tls_private_key_file, "MLLP: PEM private key");
+  app.add_option("--mllp-tls-client-ca", mllp.tls_client_ca_file,
+                 "MLLP: PEM CA bundle; clients must then present a certificate (mutual TLS)");
+  app.add_option("--fhir-listen", fhir.listen,
+                 "FHIR R4 HTTP listen address host:port, or 'off'")
+      ->capture_default_str()
+      ->envname("ICR_FHIR_LISTEN");
   CLI11_PARSE(app, argc, argv);
 
   options.durability = durability == "sync" ? icr::store::Durability::kSync
@@ -58,16 +82,48 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "icr-broker: cannot start: %s\n", s.ToString().c_str());
     return 1;
   }
+  // Adapters: the same ingest path as gRPC; rest-hook delivery rides the hub.
+  std::unique_ptr<icr::adapters::fhir::RestHookManager> resthooks;
+  std::unique_ptr<icr::adapters::hl7::MllpServer> mllp_server;
+  std::unique_ptr<icr::adapters::fhir::FhirServer> fhir_server;
+  auto stop_all = [&] {
+    if (fhir_server) fhir_server->Stop();
+    if (mllp_server) mllp_server->Stop();
+    if (resthooks) resthooks->Stop();
+    server->Shutdown();
+  };
+  s = icr::adapters::fhir::RestHookManager::Start(server->hub(), server->store(), &resthooks);
+  icr::v1::CareSetting_Parse(mllp_care_setting, &mllp.care_setting);
+  if (s.ok() && mllp.listen != "off") {
+    s = icr::adapters::hl7::MllpServer::Start(mllp, server->ingest(), &mllp_server);
+    if (!s.ok()) s = icr::store::Status(s.code(), "MLLP listener: " + s.message());
+  }
+  if (s.ok() && fhir.listen != "off") {
+    fhir.resthooks = resthooks.get();
+    s = icr::adapters::fhir::FhirServer::Start(fhir, server->ingest(), &fhir_server);
+    if (!s.ok()) s = icr::store::Status(s.code(), "FHIR listener: " + s.message());
+  }
+  if (!s.ok()) {
+    std::fprintf(stderr, "icr-broker: cannot start: %s\n", s.ToString().c_str());
+    stop_all();
+    return 1;
+  }
+  std::string adapters;
+  if (mllp_server) {
+    adapters += ", HL7 MLLP on port " + std::to_string(mllp_server->port()) +
+                (mllp.tls_certificate_file.empty() ? "" : " (TLS)");
+  }
+  if (fhir_server) adapters += ", FHIR R4 on port " + std::to_string(fhir_server->port());
   std::fprintf(stderr,
-               "icr-broker %s ready: gRPC on %s (port %d), data in %s, durability %s%s\n",
-               ICR_VERSION, options.listen_address.c_str(), server->port(),
+               "icr-broker %s ready: gRPC on %s (port %d)%s, data in %s, durability %s%s\n",
+               ICR_VERSION, options.listen_address.c_str(), server->port(), adapters.c_str(),
                options.data_dir.c_str(), durability.c_str(),
                production ? ", production profile" : ", development profile (plaintext, loopback)");
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   std::fprintf(stderr, "icr-broker: %s received, shutting down\n",
                signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
-  server->Shutdown();
+  stop_all();
   std::fprintf(stderr, "icr-broker: stopped cleanly\n");
   return 0;
 }

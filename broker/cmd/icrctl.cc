@@ -1,6 +1,7 @@
 // icrctl: the command-line client of an ICR broker.
 //
 //   icrctl publish [--file F] [--batch N]     send events (JSON Lines / object / array)
+//   icrctl import --mapping M data.csv         bulk import of a CSV export (BULK lane)
 //   icrctl tail [--name N] [filters]          print matching events as JSON lines
 //   icrctl history <nhs-number>               a person's stored events
 //   icrctl status | subscriptions | parked | replay | delete-subscription
@@ -11,7 +12,7 @@
 // documents every command with examples.
 //
 // Threads: main runs the command; a signal thread turns SIGINT/SIGTERM into a
-// clean cancellation; `publish --batch` reads acknowledgements on a second
+// clean cancellation; `publish --batch` and `import` read acknowledgements on a second
 // thread and `tail` acknowledges on a third.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -19,6 +20,7 @@
 #include <google/protobuf/util/time_util.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -26,12 +28,14 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -46,6 +50,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/csv/csv_import.h"
 #include "adapters/json/json_events.h"
 #include "icr/v1/broker.grpc.pb.h"
 #include "icr/v1/broker.pb.h"
@@ -718,6 +723,515 @@ int RunPublish(const GlobalOptions& g, const PublishOptions& p) {
 }
 
 // ---------------------------------------------------------------------------
+// import (docs/adapters/csv.md)
+// ---------------------------------------------------------------------------
+
+namespace csvio = icr::adapters::csv;
+
+struct ImportOptions {
+  std::string format = "csv";
+  std::string mapping;
+  std::string file;    // "-": stdin
+  size_t batch = 500;  // events per PublishStream request
+  std::string errors;  // default: <file>.errors.csv
+  bool dry_run = false;
+  bool progress = false;  // also when stderr is not a terminal
+};
+
+// What an import did; also the --json summary.
+struct ImportCounts {
+  uint64_t read = 0;        // data rows read (header and blank lines excluded)
+  uint64_t valid = 0;       // mapped without a problem (sent, or would be with --dry-run)
+  uint64_t stored = 0;      // new events stored
+  uint64_t duplicates = 0;  // rows the broker already had (a re-run, or a repeated row)
+  uint64_t rejected_mapping = 0;
+  uint64_t rejected_broker = 0;
+  uint64_t rejected() const { return rejected_mapping + rejected_broker; }
+};
+
+// The counts as the reading and the acknowledging threads update them.
+struct ImportTally {
+  std::atomic<uint64_t> read{0}, valid{0}, stored{0}, duplicates{0}, rejected_mapping{0},
+      rejected_broker{0};
+  ImportCounts Get() const {
+    ImportCounts c;
+    c.read = read;
+    c.valid = valid;
+    c.stored = stored;
+    c.duplicates = duplicates;
+    c.rejected_mapping = rejected_mapping;
+    c.rejected_broker = rejected_broker;
+    return c;
+  }
+};
+
+std::string Seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), s < 10 ? "%.2f" : "%.1f", s);
+  return buf;
+}
+
+std::string Eta(double s) {
+  const uint64_t t = static_cast<uint64_t>(s + 0.5);
+  char buf[32];
+  if (t >= 3600) {
+    std::snprintf(buf, sizeof(buf), "%llu:%02llu:%02llu", static_cast<unsigned long long>(t / 3600),
+                  static_cast<unsigned long long>(t / 60 % 60),
+                  static_cast<unsigned long long>(t % 60));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%llu:%02llu", static_cast<unsigned long long>(t / 60),
+                  static_cast<unsigned long long>(t % 60));
+  }
+  return buf;
+}
+
+std::string Mebibytes(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f MiB", bytes / 1048576.0);
+  return buf;
+}
+
+// "importing: 45,000 rows, 44,500 stored, 12 rejected, 12,345 rows/s, 43% of
+// 12.0 MiB, ETA 0:07". On a terminal one line is redrawn; with --progress
+// elsewhere a line is printed every second.
+class ImportProgress {
+ public:
+  ImportProgress(bool enabled, bool tty, uint64_t file_bytes)
+      : enabled_(enabled), tty_(tty), file_bytes_(file_bytes) {}
+  ~ImportProgress() { Finish(); }
+  void Update(const ImportCounts& t, uint64_t bytes, bool force = false) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    const auto every = tty_ ? std::chrono::milliseconds(200) : std::chrono::milliseconds(1000);
+    if (!force && now - last_ < every) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    std::string line = "importing: " + WithCommas(t.read) + " rows, " +
+                       WithCommas(t.stored + t.duplicates) + " stored, " +
+                       WithCommas(t.rejected()) + " rejected, " +
+                       WithCommas(secs > 0 ? static_cast<uint64_t>(t.read / secs) : 0) + " rows/s";
+    if (file_bytes_ > 0) {
+      const double fraction = std::min(1.0, static_cast<double>(bytes) / file_bytes_);
+      line += ", " + std::to_string(static_cast<int>(fraction * 100)) + "% of " +
+              Mebibytes(file_bytes_);
+      if (fraction > 0 && secs > 0.5) line += ", ETA " + Eta(secs * (1 - fraction) / fraction);
+    }
+    if (tty_) {
+      std::fprintf(stderr, "\r%s   ", line.c_str());
+      shown_ = true;
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+  }
+  void Finish() {
+    if (shown_) std::fputc('\n', stderr);
+    shown_ = false;
+  }
+
+ private:
+  bool enabled_;
+  bool tty_;
+  uint64_t file_bytes_;
+  bool shown_ = false;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_{};
+};
+
+// A PublishStream request and the rows its events came from (kept to resend
+// it without a rejected row and to report that row).
+struct ImportBatch {
+  uint64_t request_id = 0;
+  icr::v1::PublishStreamRequest request;
+  std::vector<csvio::CsvRecord> records;  // one per event, same order
+};
+
+// Sends rows in batches on one PublishStream, up to kWindow requests in
+// flight; acknowledgements are read on a second thread. A batch the broker
+// rejects for one event ("events[i]: ...") is sent again without that event
+// (the broker stores a request all or none, and recognises what it already
+// has, so resending is safe); the row goes to the error report.
+class ImportSender {
+ public:
+  static constexpr size_t kWindow = 4;
+
+  ImportSender(icr::v1::Broker::Stub* stub, const GlobalOptions& g, const csvio::RowMapper& mapper,
+               csvio::ErrorReport* report, std::mutex* report_mu, ImportTally* tally)
+      : g_(g),
+        mapper_(mapper),
+        report_(report),
+        report_mu_(report_mu),
+        tally_(tally),
+        timeout_(std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000))) {
+    stream_ = stub->PublishStream(&ctx_);
+    reader_ = std::thread([this] { ReadLoop(); });
+  }
+  ~ImportSender() {
+    if (reader_.joinable()) {
+      ctx_.TryCancel();
+      reader_.join();
+    }
+  }
+  ImportSender(const ImportSender&) = delete;
+  ImportSender& operator=(const ImportSender&) = delete;
+
+  // Queues a batch and sends what is queued, waiting for room in the window.
+  // False once the import cannot go on (see failure()).
+  bool Send(std::unique_ptr<ImportBatch> batch) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      outgoing_.push_back(std::move(batch));
+    }
+    return Pump();
+  }
+
+  // Sends what is left (resends included), waits for every acknowledgement
+  // and closes the stream. False when the import failed.
+  bool Finish() {
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        WaitLocked(lock, [&] { return !outgoing_.empty() || pending_.empty(); });
+        if (failed_) break;
+        if (outgoing_.empty()) break;
+      }
+      if (!Pump()) break;
+    }
+    if (!write_failed_) stream_->WritesDone();
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!cv_.wait_for(lock, timeout_, [&] { return reader_done_; })) ctx_.TryCancel();
+    }
+    reader_.join();
+    grpc::Status finish = stream_->Finish();
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!failed_ && (!pending_.empty() || !outgoing_.empty() || write_failed_ || !finish.ok())) {
+      Fail(!finish.ok() ? finish
+                        : grpc::Status(grpc::StatusCode::UNKNOWN,
+                                       "the broker ended the stream "
+                                       "before acknowledging every "
+                                       "request"));
+    }
+    return !failed_;
+  }
+
+  // Stops after the requests in flight (Ctrl-C).
+  void Cancel() { ctx_.TryCancel(); }
+
+  const grpc::Status& failure() const { return failure_; }
+  // The first row of the earliest batch not acknowledged, for the message.
+  uint64_t failure_row() const { return failure_row_; }
+
+ private:
+  template <typename Ready>
+  void WaitLocked(std::unique_lock<std::mutex>& lock, Ready ready) {
+    while (!ready() && !failed_ && !reader_done_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(100));
+      if (!pending_.empty() && Clock::now() - last_progress_ > timeout_ && !failed_) {
+        Fail(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                          "no acknowledgement within --timeout"));
+        ctx_.TryCancel();
+      }
+    }
+  }
+
+  bool Pump() {
+    while (true) {
+      std::shared_ptr<ImportBatch> batch;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (outgoing_.empty()) return !failed_;
+        WaitLocked(lock, [&] { return pending_.size() < kWindow; });
+        if (failed_) return false;
+        if (reader_done_) {
+          Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream to the broker closed"));
+          return false;
+        }
+        batch = std::move(outgoing_.front());
+        outgoing_.pop_front();
+        batch->request_id = next_id_++;
+        batch->request.set_request_id(batch->request_id);
+        if (pending_.empty()) last_progress_ = Clock::now();
+        pending_.push_back(batch);
+      }
+      if (!stream_->Write(batch->request)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        write_failed_ = true;
+        Fail(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the stream to the broker broke"));
+        return false;
+      }
+    }
+  }
+
+  // REQUIRES: mu_ held.
+  void Fail(grpc::Status status) {
+    if (failed_) return;
+    failed_ = true;
+    failure_ = std::move(status);
+    if (!pending_.empty() && !pending_.front()->records.empty()) {
+      failure_row_ = pending_.front()->records.front().row;
+    } else if (!outgoing_.empty() && !outgoing_.front()->records.empty()) {
+      failure_row_ = outgoing_.front()->records.front().row;
+    }
+    cv_.notify_all();
+  }
+
+  void ReadLoop() {
+    icr::v1::PublishStreamResponse response;
+    while (stream_->Read(&response)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_progress_ = Clock::now();
+      if (pending_.empty() || pending_.front()->request_id != response.request_id()) {
+        Fail(grpc::Status(grpc::StatusCode::INTERNAL, "the broker acknowledged request " +
+                                                          std::to_string(response.request_id()) +
+                                                          ", which was not the next one sent"));
+        ctx_.TryCancel();
+        break;
+      }
+      std::shared_ptr<ImportBatch> batch = pending_.front();
+      if (response.code() == 0) {
+        if (response.results_size() != batch->request.events_size()) {
+          Fail(grpc::Status(grpc::StatusCode::INTERNAL,
+                            "the broker acknowledged " + std::to_string(response.results_size()) +
+                                " of " + std::to_string(batch->request.events_size()) +
+                                " events of a request"));
+          ctx_.TryCancel();
+          break;
+        }
+        pending_.pop_front();
+        for (const auto& r : response.results()) {
+          if (r.duplicate()) {
+            ++tally_->duplicates;
+          } else {
+            ++tally_->stored;
+          }
+        }
+        cv_.notify_all();
+        continue;
+      }
+      size_t index = 0;
+      std::string detail;
+      if (response.code() != static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT) ||
+          !csvio::ParseBrokerRejection(response.message(), &index, &detail) ||
+          index >= batch->records.size()) {
+        Fail(grpc::Status(static_cast<grpc::StatusCode>(response.code()), response.message()));
+        ctx_.TryCancel();
+        break;
+      }
+      pending_.pop_front();
+      {
+        std::lock_guard<std::mutex> report_lock(*report_mu_);
+        report_->Add(batch->records[index], csvio::BrokerRejectionReason(mapper_, detail));
+      }
+      ++tally_->rejected_broker;
+      batch->records.erase(batch->records.begin() + static_cast<std::ptrdiff_t>(index));
+      batch->request.mutable_events()->DeleteSubrange(static_cast<int>(index), 1);
+      // Resend the rest first: it was read before anything still queued.
+      if (!batch->records.empty()) outgoing_.push_front(std::move(batch));
+      cv_.notify_all();
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    reader_done_ = true;
+    cv_.notify_all();
+  }
+
+  const GlobalOptions& g_;
+  const csvio::RowMapper& mapper_;
+  csvio::ErrorReport* report_;
+  std::mutex* report_mu_;
+  ImportTally* tally_;
+  const std::chrono::milliseconds timeout_;
+
+  grpc::ClientContext ctx_;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<icr::v1::PublishStreamRequest, icr::v1::PublishStreamResponse>>
+      stream_;
+  std::thread reader_;
+
+  std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<ImportBatch>> outgoing_;  // to send; resends go first
+  std::deque<std::shared_ptr<ImportBatch>> pending_;   // sent, not acknowledged
+  uint64_t next_id_ = 1;
+  bool reader_done_ = false;
+  bool write_failed_ = false;
+  bool failed_ = false;
+  grpc::Status failure_;
+  uint64_t failure_row_ = 0;
+  Clock::time_point last_progress_ = Clock::now();
+};
+
+int RunImport(const GlobalOptions& g, const ImportOptions& o) {
+  const auto start = Clock::now();
+  csvio::Mapping mapping;
+  if (csvio::Status s = csvio::Mapping::Load(o.mapping, &mapping); !s.ok()) {
+    Err("mapping " + s.message());
+    Err("nothing was imported; fix the mapping file (docs/adapters/csv.md describes it)");
+    return kExitUsage;
+  }
+  const bool from_stdin = o.file == "-";
+  if (from_stdin && o.errors.empty()) {
+    return UsageError("reading from standard input: give --errors FILE for the error report");
+  }
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  uint64_t file_bytes = 0;
+  if (!from_stdin) {
+    file.open(o.file, std::ios::binary);
+    if (!file) return UsageError("cannot open " + o.file + ": " + std::strerror(errno));
+    struct stat st {};
+    if (stat(o.file.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      file_bytes = static_cast<uint64_t>(st.st_size);
+    }
+    in = &file;
+  }
+  csvio::CsvEventSource source;
+  if (csvio::Status s = source.Open(in, mapping); !s.ok()) {
+    Err((from_stdin ? std::string("standard input") : o.file) + ": " + s.message());
+    Err("nothing was imported; the file's header row and the mapping (" + o.mapping +
+        ") must agree");
+    return kExitUsage;
+  }
+  const std::string errors_path = o.errors.empty() ? o.file + ".errors.csv" : o.errors;
+  {
+    std::error_code ec;
+    if (!from_stdin &&
+        (errors_path == o.file || std::filesystem::equivalent(o.file, errors_path, ec))) {
+      return UsageError("--errors " + errors_path +
+                        " is the input file; give the error report "
+                        "another name");
+    }
+  }
+  std::ofstream errors_file(errors_path, std::ios::binary | std::ios::trunc);
+  if (!errors_file) {
+    return UsageError("cannot write the error report " + errors_path + ": " + std::strerror(errno) +
+                      " (choose another place with --errors)");
+  }
+  std::mutex report_mu;
+  csvio::ErrorReport report(&errors_file, source.header(), source.delimiter());
+
+  ImportTally tally;
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  ImportProgress progress(tty || o.progress, tty, file_bytes);
+
+  std::atomic<bool> stop{false};
+  std::unique_ptr<ImportSender> sender;
+  auto stub = o.dry_run ? nullptr : icr::v1::Broker::NewStub(MakeChannel(g));
+  if (!o.dry_run) {
+    sender =
+        std::make_unique<ImportSender>(stub.get(), g, source.mapper(), &report, &report_mu, &tally);
+  }
+  // Ctrl-C: stop reading, let the requests in flight finish, then summarise;
+  // a second Ctrl-C (a second later) exits at once.
+  SignalWatcher::Get().SetHook([&stop] { stop = true; });
+
+  bool ok = true;
+  uint64_t last_row = 1;  // the header
+  auto batch = std::make_unique<ImportBatch>();
+  csvio::CsvEventSource::Row row;
+  while (!stop && source.Next(&row)) {
+    ++tally.read;
+    last_row = row.record.row;
+    if (!row.ok) {
+      {
+        std::lock_guard<std::mutex> lock(report_mu);
+        report.Add(row.record, row.problem);
+      }
+      ++tally.rejected_mapping;
+    } else {
+      ++tally.valid;
+      if (sender) {
+        *batch->request.add_events() = std::move(row.event);
+        batch->records.push_back(std::move(row.record));
+        if (batch->records.size() >= o.batch) {
+          if (!sender->Send(std::move(batch))) {
+            ok = false;
+            break;
+          }
+          batch = std::make_unique<ImportBatch>();
+        }
+      }
+    }
+    if ((tally.read & 63) == 0) progress.Update(tally.Get(), source.bytes_consumed());
+  }
+  // Rows already read are sent even after Ctrl-C.
+  if (ok && sender && !batch->records.empty()) ok = sender->Send(std::move(batch));
+  if (sender) {
+    if (!ok) sender->Cancel();
+    ok = sender->Finish() && ok;
+  }
+  const ImportCounts t = tally.Get();
+  progress.Update(t, source.bytes_consumed(), /*force=*/true);
+  progress.Finish();
+  SignalWatcher::Get().SetHook(nullptr);
+  const bool read_failed = source.stream_failed();
+
+  errors_file.flush();
+  const bool report_ok = static_cast<bool>(errors_file);
+  errors_file.close();
+  if (report.rows() == 0) std::remove(errors_path.c_str());
+
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  const double rate = secs > 0 ? t.read / secs : 0;
+  const uint64_t unconfirmed =
+      o.dry_run ? 0 : t.read - std::min(t.read, t.stored + t.duplicates + t.rejected());
+  const std::string name = from_stdin ? std::string("standard input") : o.file;
+
+  if (g.json) {
+    nlohmann::ordered_json j = {{"file", name},
+                                {"dryRun", o.dry_run},
+                                {"rowsRead", t.read},
+                                {"stored", t.stored},
+                                {"duplicates", t.duplicates},
+                                {"rejected", t.rejected()},
+                                {"rejectedByMapping", t.rejected_mapping},
+                                {"rejectedByBroker", t.rejected_broker}};
+    if (o.dry_run) j["valid"] = t.valid;
+    j["notConfirmed"] = unconfirmed;
+    j["elapsedSeconds"] = std::round(secs * 1000) / 1000;
+    j["rowsPerSecond"] = std::round(rate * 10) / 10;
+    j["errorReport"] = report.rows() > 0 ? nlohmann::ordered_json(errors_path) : nullptr;
+    j["interrupted"] = stop.load();
+    if (!Out(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace))) {
+      return StdoutFailed();
+    }
+  } else {
+    std::string line =
+        (o.dry_run ? "dry run of " : "imported ") + name + ": " + WithCommas(t.read) +
+        " rows read, " +
+        (o.dry_run
+             ? WithCommas(t.valid) + " valid (nothing sent)"
+             : WithCommas(t.stored) + " stored, " + WithCommas(t.duplicates) + " duplicates") +
+        ", " + WithCommas(t.rejected()) + " rejected" +
+        (unconfirmed > 0 ? ", " + WithCommas(unconfirmed) + " not confirmed" : "") + ", " +
+        Seconds(secs) + " s, " + WithCommas(static_cast<uint64_t>(rate)) + " rows/s";
+    if (!Out(line)) return StdoutFailed();
+  }
+  if (!report_ok) Err("could not write the whole error report " + errors_path);
+  if (report.rows() > 0) {
+    Err(WithCommas(report.rows()) + " rejected row(s) are in " + errors_path +
+        " (row, reason, then the row as it was); fix them there and import that file with "
+        "the same mapping");
+  }
+  if (read_failed) Err("reading " + name + " failed after row " + std::to_string(last_row));
+  if (stop) {
+    Err("interrupted: rows after row " + std::to_string(last_row) +
+        " were not read; import the file again to finish (rows already stored are recognised)");
+  }
+  if (sender && !sender->failure().ok()) {
+    const grpc::Status& f = sender->failure();
+    Err("import stopped" +
+        (sender->failure_row() ? " at row " + std::to_string(sender->failure_row()) : "") + ": " +
+        StatusText(f));
+    Err(Advice(f, g, "import"));
+    Err("rows acknowledged before it stay stored; importing the file again is safe: the broker "
+        "recognises rows it already has");
+    return kExitFailure;
+  }
+  return t.rejected() > 0 || stop || !report_ok || read_failed ? kExitFailure : kExitOk;
+}
+
+// ---------------------------------------------------------------------------
 // tail
 // ---------------------------------------------------------------------------
 
@@ -1284,7 +1798,8 @@ std::string BashCompletion(const CLI::App& app) {
        "\" -- \"$cur\")); return ;;\n";
   s += "    --priority) COMPREPLY=($(compgen -W \"" + EnumWords(icr::v1::Priority_descriptor()) +
        "\" -- \"$cur\")); return ;;\n";
-  s += "    --file|-f) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
+  s += "    --file|-f|--mapping|--errors) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
+  s += "    --format) COMPREPLY=($(compgen -W \"csv\" -- \"$cur\")); return ;;\n";
   s += "    --from) [[ \"$cmd\" == tail || \"$cmd\" == subscribe ]] && "
        "COMPREPLY=($(compgen -W \"latest earliest\" -- \"$cur\")); return ;;\n";
   s += "    --broker|--timeout|--batch|--name|--org|--addressee|--nhs|--count|--to|--limit) "
@@ -1334,6 +1849,41 @@ int Main(int argc, char** argv) {
                       "atomically); 1 = one Publish call per event")
       ->check(CLI::Range(size_t{1}, size_t{10000}))
       ->type_name("N");
+
+  ImportOptions im;
+  auto* import_cmd = app.add_subcommand(
+      "import",
+      "Import a CSV export (care packages, assessments, ...) as BULK events, as a "
+      "mapping file says; rejected rows go to an error report (docs/adapters/csv.md)");
+  import_cmd->add_option("data", im.file, "The CSV file, with a header row (- for stdin)")
+      ->required()
+      ->type_name("FILE.csv");
+  import_cmd->add_option("--format", im.format, "Input format: csv (the only one for now)")
+      ->check(CLI::IsMember({"csv"}))
+      ->type_name("csv");
+  import_cmd
+      ->add_option("--mapping", im.mapping,
+                   "Mapping file (JSON): event type, column for "
+                   "each field, constants, date formats")
+      ->required()
+      ->type_name("FILE");
+  import_cmd
+      ->add_option("--batch", im.batch,
+                   "Events per PublishStream request (default 500; "
+                   "each request is stored atomically, 4 in flight)")
+      ->check(CLI::Range(size_t{1}, size_t{10000}))
+      ->type_name("N");
+  import_cmd
+      ->add_option("--errors", im.errors,
+                   "Error report to write (default: DATA.errors.csv; "
+                   "removed when no row is rejected)")
+      ->type_name("FILE");
+  import_cmd->add_flag("--dry-run", im.dry_run,
+                       "Read and map every row, write the error report, "
+                       "send nothing");
+  import_cmd->add_flag("--progress", im.progress,
+                       "Show progress on stderr even when it is not a "
+                       "terminal (a line a second)");
 
   TailOptions t;
   auto* tail = app.add_subcommand("tail", "Subscribe and print matching events as JSON lines "
@@ -1407,6 +1957,7 @@ int Main(int argc, char** argv) {
   app.footer(
       "Examples:\n"
       "  icrctl publish --file docs/examples/events.jsonl\n"
+      "  icrctl import --mapping care-packages.mapping.json care-packages.csv\n"
       "  icrctl tail --type DISCHARGE_REFERRAL --addressee CCC/HSCT-UHCW --from earliest\n"
       "  icrctl history 9997654323\n"
       "  icrctl status\n"
@@ -1436,6 +1987,7 @@ int Main(int argc, char** argv) {
 
   SignalWatcher::Get().Start();
   if (publish->parsed()) return RunPublish(g, p);
+  if (import_cmd->parsed()) return RunImport(g, im);
   if (tail->parsed()) return RunTail(g, t);
   if (history->parsed()) return RunHistory(g, h);
   if (status->parsed()) return RunStatus(g);

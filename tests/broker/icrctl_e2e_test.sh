@@ -12,7 +12,8 @@ pid=0
 trap 'if [ "$pid" -gt 0 ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
-"$BROKER_BIN" --data-dir "$work/data" --listen 127.0.0.1:0 2> "$work/broker.log" &
+"$BROKER_BIN" --data-dir "$work/data" --listen 127.0.0.1:0 --mllp-listen 127.0.0.1:0 \
+  --fhir-listen 127.0.0.1:0 2> "$work/broker.log" &
 pid=$!
 for _ in $(seq 100); do grep -q "(port " "$work/broker.log" && break; sleep 0.05; done
 port=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$work/broker.log")

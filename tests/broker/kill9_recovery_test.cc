@@ -41,7 +41,8 @@ class BrokerProcess {
       FILE* log = freopen(log_path.c_str(), "w", stderr);
       (void)log;
       execl(ICR_BROKER_BINARY, ICR_BROKER_BINARY, "--data-dir", data_dir.c_str(), "--listen",
-            "127.0.0.1:0", static_cast<char*>(nullptr));
+            "127.0.0.1:0", "--mllp-listen", "127.0.0.1:0", "--fhir-listen", "127.0.0.1:0",
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     for (int i = 0; i < 300 && port_ == 0; ++i) {

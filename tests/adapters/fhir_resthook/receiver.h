@@ -207,17 +207,14 @@ class Receiver {
         r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
       }
       r.at = std::chrono::steady_clock::now();
+      r.late = delay.count() > 0;
       index = requests_.size();
       requests_.push_back(std::move(r));
     }
     auto respond = [this, c, status, index, late = delay.count() > 0] {
       {
         std::lock_guard<std::mutex> lock(mu_);
-        if (late) {
-          requests_[index].late = true;
-        } else {
-          requests_[index].answered = status;
-        }
+        if (!late) requests_[index].answered = status;
       }
       cv_.notify_all();
       c->res = {};
