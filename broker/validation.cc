@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "broker/civil_time.h"
 #include "broker/nhs_number.h"
 #include "icr/v1/options.pb.h"
 
@@ -22,8 +23,6 @@ using google::protobuf::Reflection;
 constexpr int64_t kMinSeconds = -2208988800;    // 1900-01-01T00:00:00Z
 constexpr int64_t kMaxSeconds = 7258118400;     // 2200-01-01T00:00:00Z
 
-bool IsLeap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
 std::string DateProblem(const icr::v1::Date& d) {
   if (d.year() < 1900 || d.year() > 2200) {
     return "year " + std::to_string(d.year()) + " is outside 1900..2200";
@@ -31,8 +30,7 @@ std::string DateProblem(const icr::v1::Date& d) {
   if (d.month() < 1 || d.month() > 12) {
     return "month " + std::to_string(d.month()) + " is outside 1..12";
   }
-  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  int max_day = kDays[d.month() - 1] + (d.month() == 2 && IsLeap(d.year()) ? 1 : 0);
+  const int max_day = civil::DaysInMonth(d.year(), d.month());
   if (d.day() < 1 || d.day() > max_day) {
     return "day " + std::to_string(d.day()) + " is not a day of month " +
            std::to_string(d.month()) + " (1.." + std::to_string(max_day) + ")";

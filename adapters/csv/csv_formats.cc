@@ -1,6 +1,8 @@
 // Date and time formats. See csv_formats.h for the contract.
 #include "adapters/csv/csv_formats.h"
 
+#include "broker/civil_time.h"
+
 #include <cctype>
 
 namespace icr::adapters::csv {
@@ -10,12 +12,7 @@ constexpr const char* kMonthNames[12] = {"january",   "february", "march",    "a
                                          "may",       "june",     "july",     "august",
                                          "september", "october",  "november", "december"};
 
-bool IsLeap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
-int DaysInMonth(int y, int m) {
-  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return kDays[m - 1] + (m == 2 && IsLeap(y) ? 1 : 0);
-}
+using civil::DaysInMonth;
 
 char Lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
 
@@ -32,34 +29,11 @@ bool Digits(std::string_view text, size_t* i, int min_digits, int max_digits, in
   return true;
 }
 
-// Last Sunday of a month, as days since the epoch.
-int64_t LastSunday(int year, int month) {
-  const int64_t last = DaysFromCivil(year, month, DaysInMonth(year, month));
-  const int64_t weekday = ((last % 7) + 7 + 4) % 7;  // 1970-01-01 was a Thursday (4)
-  return last - weekday;
-}
-
-bool InBst(int64_t utc, int year) {
-  const int64_t start = LastSunday(year, 3) * 86400 + 3600;
-  const int64_t end = LastSunday(year, 10) * 86400 + 3600;
-  return utc >= start && utc < end;
-}
-
 }  // namespace
 
-int64_t DaysFromCivil(int y, int m, int d) {
-  // Howard Hinnant's days_from_civil.
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
+int64_t DaysFromCivil(int y, int m, int d) { return civil::DaysFromCivil(y, m, d); }
 
-bool IsValidDate(int year, int month, int day) {
-  return month >= 1 && month <= 12 && day >= 1 && day <= DaysInMonth(year, month);
-}
+bool IsValidDate(int year, int month, int day) { return civil::IsValidDate(year, month, day); }
 
 std::string CheckFormat(std::string_view format) {
   bool year = false, month = false, day = false, hour12 = false, ampm = false;
@@ -230,9 +204,7 @@ int64_t ToUnixSeconds(const CivilTime& t, TimeZone zone) {
       DaysFromCivil(t.year, t.month, t.day) * 86400 + t.hour * 3600 + t.minute * 60 + t.second;
   if (t.has_offset) return local - t.offset_seconds;
   if (zone == TimeZone::kUtc) return local;
-  const int64_t as_bst = local - 3600;
-  if (InBst(as_bst, t.year)) return as_bst;  // BST, or the first of a repeated hour
-  return local;                              // GMT, or a skipped hour read as GMT
+  return civil::LondonLocalToUtc(local, t.year);
 }
 
 }  // namespace icr::adapters::csv

@@ -6,6 +6,8 @@
 // mapping of broker validation messages back to FHIR expressions.
 #include "adapters/fhir/fhir_mapping.h"
 
+#include "broker/civil_time.h"
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -216,22 +218,8 @@ struct FhirDateTime {
   int32_t nanos = 0;
 };
 
-bool IsLeap(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
-int DaysInMonth(int y, int m) {
-  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return kDays[m - 1] + (m == 2 && IsLeap(y) ? 1 : 0);
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-int64_t DaysFromCivil(int64_t y, int m, int d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
+using civil::DaysFromCivil;
+using civil::DaysInMonth;
 
 bool Digits(std::string_view s, size_t pos, size_t n, int* out) {
   if (pos + n > s.size()) return false;

@@ -1,5 +1,7 @@
 #include "adapters/hl7/er7.h"
 
+#include "broker/civil_time.h"
+
 #include <algorithm>
 #include <limits>
 
@@ -118,35 +120,8 @@ std::string FieldProblem(std::string_view f, const Er7Delimiters& d, size_t max_
   return {};
 }
 
-bool IsLeap(int64_t y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-int DaysInMonth(int64_t y, int m) {
-  static const int kDays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return kDays[m - 1] + (m == 2 && IsLeap(y) ? 1 : 0);
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-int64_t DaysFromCivil(int64_t y, int m, int d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-// 0 = Sunday.
-int Weekday(int64_t days) { return static_cast<int>(((days % 7) + 11) % 7); }
-
-int64_t LastSundayUtc0100(int64_t year, int month) {
-  int64_t last = DaysFromCivil(year, month, DaysInMonth(year, month));
-  last -= Weekday(last);
-  return last * 86400 + 3600;
-}
-
-bool IsBritishSummerTime(int64_t utc_seconds, int64_t year) {
-  if (year < 1996) return false;  // the EU rule; earlier years are read as GMT
-  return utc_seconds >= LastSundayUtc0100(year, 3) && utc_seconds < LastSundayUtc0100(year, 10);
-}
+using civil::DaysFromCivil;
+using civil::DaysInMonth;
 
 int ParseDigits(std::string_view s) {
   int v = 0;
@@ -508,8 +483,8 @@ std::string ParseHl7Timestamp(std::string_view text, bool assume_london, int64_t
   int64_t t = DaysFromCivil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
   if (has_offset) {
     t -= offset_seconds;
-  } else if (assume_london && IsBritishSummerTime(t - 3600, year)) {
-    t -= 3600;
+  } else if (assume_london) {
+    t = civil::LondonLocalToUtc(t, year);
   }
   *seconds = t;
   *nanos = frac_nanos;
