@@ -32,6 +32,9 @@ SubscriptionEngine::SubscriptionEngine(EventSource* source, store::EventStore* s
   std::vector<std::pair<uint64_t, std::string>> parked;
   if (store_->ListParked(state_.name(), 100000, &parked).ok()) {
     for (const auto& [position, value] : parked) {
+      // Parked above the cursor (an older event was still in flight when it
+      // was parked): reading the log must skip it, not deliver it again.
+      if (position > state_.cursor()) parked_ahead_.insert(position);
       icr::v1::internal::ParkedRecord record;
       if (!record.ParseFromString(value) || !record.replay_requested()) continue;
       store::EventPtr event;
@@ -57,6 +60,7 @@ store::Status SubscriptionEngine::NextMatching(store::EventPtr* out) {
     }
     store::EventPtr e = std::move(fetched_.front());
     fetched_.pop_front();
+    if (!parked_ahead_.empty() && parked_ahead_.erase(e->position) > 0) continue;
     if (filter_.Match(e->event)) {
       *out = std::move(e);
       return {};

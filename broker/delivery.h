@@ -131,6 +131,7 @@ class SubscriptionEngine {
   std::unordered_set<std::string> busy_patients_;
   std::unordered_map<std::string, std::deque<store::EventPtr>> held_;
   std::set<uint64_t> held_positions_;
+  std::set<uint64_t> parked_ahead_;         // parked above the cursor: skip when read
 };
 
 }  // namespace icr::broker

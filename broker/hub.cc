@@ -67,9 +67,11 @@ store::Status Hub::Read(uint64_t from, size_t max, std::vector<store::EventPtr>*
   return store_->ReadFrom(from, max, out);
 }
 
-void Hub::Add(const std::shared_ptr<Session>& session) {
+bool Hub::Add(const std::shared_ptr<Session>& session) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return false;
   sessions_[session.get()] = session;
+  return true;
 }
 
 void Hub::Remove(const Session* session) {
@@ -91,6 +93,13 @@ void Hub::ReleaseDurable(const std::string& name, const Session* session) {
   if (it == durable_.end()) return;
   auto held = it->second.lock();
   if (!held || held.get() == session) durable_.erase(it);
+}
+
+void Hub::HandOverDurable(const std::string& name, const Session* from,
+                          const std::shared_ptr<Session>& to) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = durable_.find(name);
+  if (it != durable_.end() && it->second.lock().get() == from) it->second = to;
 }
 
 std::shared_ptr<Session> Hub::FindDurable(const std::string& name) {

@@ -39,6 +39,24 @@ class Session {
   virtual uint32_t InFlight() = 0;
 };
 
+// Holds a durable name while a stream is being set up or an administrative
+// call (delete, replay while disconnected) works on it, so nothing else can
+// connect or change it meanwhile. Delivers nothing.
+class ClaimPlaceholder final : public Session {
+ public:
+  void Wake() override {}
+  void Tick(int64_t) override {}
+  void Shutdown() override {}
+  AckOutcome Ack(const std::vector<uint64_t>& positions) override {
+    return AckOutcome{0, positions};
+  }
+  store::Status Replay(const std::vector<uint64_t>&, uint32_t*) override {
+    return store::Status::FailedPrecondition(
+        "the subscription is being connected or changed; try again");
+  }
+  uint32_t InFlight() override { return 0; }
+};
+
 class Hub : public EventSource {
  public:
   // Default ring: 65,536 events. Tick period: 50 ms.
@@ -56,11 +74,15 @@ class Hub : public EventSource {
 
   store::Status Read(uint64_t from, size_t max, std::vector<store::EventPtr>* out) override;
 
-  void Add(const std::shared_ptr<Session>& session);
+  // False once Stop has begun: the caller must end the stream itself.
+  bool Add(const std::shared_ptr<Session>& session);
   void Remove(const Session* session);
   // Claims `name` for `session`; false if another stream holds it.
   bool ClaimDurable(const std::string& name, const std::shared_ptr<Session>& session);
   void ReleaseDurable(const std::string& name, const Session* session);
+  // Passes a claim from `from` to `to` without letting go of the name.
+  void HandOverDurable(const std::string& name, const Session* from,
+                       const std::shared_ptr<Session>& to);
   std::shared_ptr<Session> FindDurable(const std::string& name);
 
   size_t connected() const;

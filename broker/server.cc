@@ -43,6 +43,9 @@ class BrokerServerImpl final : public BrokerServer {
     builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(service_.get());
     builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+    // gRPC sets SO_REUSEPORT by default: a second broker on the same port
+    // would then share it silently. Refuse instead.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     // Detect dead peers on long-lived subscriber streams.
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
@@ -52,6 +55,7 @@ class BrokerServerImpl final : public BrokerServer {
     if (!server_ || port_ == 0) {
       hub_.Stop();
       store_->Close();
+      stopping_ = stopped_ = true;  // nothing left for Shutdown to stop
       return store::Status::Unavailable("cannot listen on " + options_.listen_address +
                                         ": the address is in use or not valid (set "
                                         "--listen to another host:port)");

@@ -16,6 +16,8 @@ namespace {
 using icr::v1::CareEvent;
 
 constexpr size_t kMaxStreamPendingEvents = 20000;
+// Answers waiting to be written before a stream stops reading.
+constexpr size_t kMaxStreamUnwrittenResponses = 1024;
 
 void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
   t->set_seconds(micros / 1000000);
@@ -43,37 +45,49 @@ grpc::Status Invalid(const std::string& message) {
 
 // Reads requests, validates, hands them to the store and writes one response
 // per request in request order. Stops reading while too many events wait for
-// the store, so a fast publisher cannot fill memory.
+// the store or too many answers wait to be written (a client that sends but
+// never reads), so a publisher cannot fill memory.
+//
+// Lifetime: the store answers on its writer thread, which holds no gRPC
+// reference to the call. The stream's state therefore lives in a shared
+// State that store callbacks keep alive; OnDone detaches the reactor from it
+// under its mutex, so a late callback finds no reactor and does nothing.
 class PublishStreamReactor final
     : public grpc::ServerBidiReactor<icr::v1::PublishStreamRequest,
                                      icr::v1::PublishStreamResponse> {
  public:
-  explicit PublishStreamReactor(const ServiceConfig& config) : config_(config) {
+  explicit PublishStreamReactor(const ServiceConfig& config)
+      : config_(config), state_(std::make_shared<State>()) {
+    state_->reactor = this;
+    state_->reading = true;
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    reading_ = false;
+    std::lock_guard<std::recursive_mutex> lock(state_->mu);
+    State& st = *state_;
+    st.reading = false;
     if (!ok) {
-      reads_done_ = true;
-      MaybeFinishLocked();
+      st.reads_done = true;
+      MaybeFinishLocked(st);
       return;
     }
     auto slot = std::make_shared<Slot>();
     slot->response.set_request_id(request_.request_id());
-    slots_.push_back(slot);
+    st.slots.push_back(slot);
     // The reactor owns request_: move the events out rather than copy them.
     std::vector<CareEvent> events;
     events.reserve(request_.events_size());
     for (auto& e : *request_.mutable_events()) events.push_back(std::move(e));
     const size_t n = events.size();
-    pending_events_ += n;
-    ++pending_calls_;
+    st.pending_events += n;
+    ++st.pending_calls;
+    std::shared_ptr<State> shared = state_;
     config_.ingest->Publish(
         std::move(events), /*batch=*/true,
-        [this, slot, n](const store::Status& s, std::vector<store::AppendResult> results) {
-          std::lock_guard<std::recursive_mutex> lock(mu_);
+        [shared, slot, n](const store::Status& s, std::vector<store::AppendResult> results) {
+          std::lock_guard<std::recursive_mutex> lock(shared->mu);
+          State& st = *shared;
           if (!s.ok()) {
             grpc::Status g = ToGrpc(s);
             slot->response.set_code(g.error_code());
@@ -82,80 +96,115 @@ class PublishStreamReactor final
             for (const auto& r : results) FillResult(r, slot->response.add_results());
           }
           slot->ready = true;
-          pending_events_ -= n;
-          --pending_calls_;
-          PumpLocked();
-          MaybeReadLocked();
-          MaybeFinishLocked();
+          st.pending_events -= n;
+          --st.pending_calls;
+          if (st.reactor == nullptr) return;  // the call is over
+          st.reactor->PumpLocked(st);
+          if (st.reactor != nullptr) st.reactor->MaybeReadLocked(st);
+          if (st.reactor != nullptr) st.reactor->MaybeFinishLocked(st);
         });
-    PumpLocked();
-    MaybeReadLocked();
+    if (st.reactor == nullptr) return;
+    PumpLocked(st);
+    MaybeReadLocked(st);
   }
 
   void OnWriteDone(bool ok) override {
-    std::lock_guard<std::recursive_mutex> lock(mu_);
-    writing_ = false;
+    std::lock_guard<std::recursive_mutex> lock(state_->mu);
+    State& st = *state_;
+    st.writing = false;
     if (!ok) {
-      broken_ = true;
-      slots_.clear();
+      // The client is gone: answers cannot be written, and with no read
+      // outstanding no read will fail to tell us so.
+      st.broken = true;
+      st.slots.clear();
+      if (!st.reading) st.reads_done = true;
     } else {
-      slots_.pop_front();
+      st.slots.pop_front();
     }
-    PumpLocked();
-    MaybeFinishLocked();
+    PumpLocked(st);
+    MaybeReadLocked(st);
+    MaybeFinishLocked(st);
   }
 
-  void OnDone() override { delete this; }
+  void OnCancel() override {
+    std::lock_guard<std::recursive_mutex> lock(state_->mu);
+    State& st = *state_;
+    st.broken = true;
+    st.slots.clear();
+    if (!st.reading) st.reads_done = true;
+    MaybeFinishLocked(st);
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard<std::recursive_mutex> lock(state_->mu);
+      state_->reactor = nullptr;
+    }
+    delete this;
+  }
 
  private:
   struct Slot {
     icr::v1::PublishStreamResponse response;
     bool ready = false;
   };
+  struct State {
+    std::recursive_mutex mu;
+    PublishStreamReactor* reactor = nullptr;  // null once OnDone ran
+    std::deque<std::shared_ptr<Slot>> slots;
+    size_t pending_events = 0;
+    size_t pending_calls = 0;
+    bool reads_done = false;
+    bool reading = false;
+    bool writing = false;
+    bool broken = false;
+    bool finished = false;
+    bool pumping = false;
+    bool repump = false;
+  };
 
   // One write at a time, in request order. A write completing inline
   // re-enters through OnWriteDone; that only flags another round here.
-  void PumpLocked() {
-    if (pumping_) {
-      repump_ = true;
+  void PumpLocked(State& st) {
+    if (st.pumping) {
+      st.repump = true;
       return;
     }
-    pumping_ = true;
+    st.pumping = true;
     do {
-      repump_ = false;
-      if (writing_ || broken_ || slots_.empty() || !slots_.front()->ready) break;
-      writing_ = true;
-      StartWrite(&slots_.front()->response);
-    } while (repump_);
-    pumping_ = false;
+      st.repump = false;
+      if (st.finished || st.writing || st.broken || st.slots.empty() || !st.slots.front()->ready) {
+        break;
+      }
+      st.writing = true;
+      StartWrite(&st.slots.front()->response);
+    } while (st.repump);
+    st.pumping = false;
   }
 
-  void MaybeReadLocked() {
-    if (reads_done_ || reading_ || broken_ || pending_events_ >= kMaxStreamPendingEvents) return;
-    reading_ = true;
+  void MaybeReadLocked(State& st) {
+    if (st.reads_done || st.reading || st.broken || st.finished ||
+        st.pending_events >= kMaxStreamPendingEvents ||
+        st.slots.size() >= kMaxStreamUnwrittenResponses) {
+      return;
+    }
+    st.reading = true;
     StartRead(&request_);
   }
 
-  void MaybeFinishLocked() {
-    if (finished_ || !reads_done_ || pending_calls_ > 0 || writing_) return;
-    if (!broken_ && !slots_.empty()) return;
-    finished_ = true;
+  // Finishes once reads are over, the store has answered everything and
+  // every answer is written (or can no longer be). After Finish the reactor
+  // may be deleted at any moment on another thread: nothing touches it.
+  void MaybeFinishLocked(State& st) {
+    if (st.finished || !st.reads_done || st.pending_calls > 0 || st.writing) return;
+    if (!st.broken && !st.slots.empty()) return;
+    st.finished = true;
     Finish(grpc::Status::OK);
   }
 
   const ServiceConfig& config_;
-  std::recursive_mutex mu_;
+  std::shared_ptr<State> state_;
   icr::v1::PublishStreamRequest request_;
-  std::deque<std::shared_ptr<Slot>> slots_;
-  size_t pending_events_ = 0;
-  size_t pending_calls_ = 0;
-  bool reads_done_ = false;
-  bool reading_ = true;  // the constructor started the first read
-  bool writing_ = false;
-  bool broken_ = false;
-  bool finished_ = false;
-  bool pumping_ = false;
-  bool repump_ = false;
 };
 
 // ---------------------------------------------------------------------------
@@ -320,7 +369,11 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<icr::v1::Subscrib
 
   void Begin(std::shared_ptr<SubscribeSession> session) {
     session_ = std::move(session);
-    config_.hub->Add(session_);
+    if (!config_.hub->Add(session_)) {
+      Finish({grpc::StatusCode::UNAVAILABLE,
+              "the broker is shutting down; reconnect to resume from your cursor"});
+      return;
+    }
     session_->Attach(this);
   }
 
@@ -478,23 +531,37 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
     return fail(Invalid("subscription: names starting with '" + std::string(kReservedPrefix) +
                         "' hold FHIR rest-hook definitions and cannot be subscribed to"));
   }
+  // Claim the name before reading or writing anything, so a refused second
+  // stream, an old stream still closing, or an administrative call cannot
+  // interleave with this one.
+  auto placeholder = std::make_shared<ClaimPlaceholder>();
+  if (!config_.hub->ClaimDurable(name, placeholder)) {
+    return fail({grpc::StatusCode::FAILED_PRECONDITION,
+                 "subscription '" + name +
+                     "' already has a connected stream; one stream per durable subscription "
+                     "(close the other stream first)"});
+  }
+  auto release = [&] { config_.hub->ReleaseDurable(name, placeholder.get()); };
   icr::v1::internal::SubscriptionState state;
   std::string bytes;
   store::Status got = config_.store->GetSubscription(name, &bytes);
   if (got.ok()) {
     if (!state.ParseFromString(bytes)) {
+      release();
       return fail({grpc::StatusCode::DATA_LOSS,
                    "subscription '" + name + "': stored state cannot be read"});
     }
   } else if (got.code() == store::StatusCode::kNotFound) {
     uint64_t first = 0;
     if (auto s = StartPosition(config_.store, request->start(), &first); !s.ok()) {
+      release();
       return fail(ToGrpc(s));
     }
     state.set_name(name);
     state.set_cursor(first - 1);
     SetTimestamp(state.mutable_created_at(), NowMicros());
   } else {
+    release();
     return fail(ToGrpc(got));
   }
   *state.mutable_filter() = request->filter();
@@ -505,21 +572,13 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
   state.set_max_in_flight(OrDefault(request->max_in_flight(),
                                     OrDefault(state.max_in_flight(), 1000)));
   state.SerializeToString(&bytes);
-
-  engine = std::make_unique<SubscriptionEngine>(config_.hub, config_.store, std::move(state));
-  auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms);
-  // Claim the name before writing anything, so a refused second stream
-  // leaves the connected one's state alone.
-  if (!config_.hub->ClaimDurable(name, session)) {
-    return fail({grpc::StatusCode::FAILED_PRECONDITION,
-                 "subscription '" + name +
-                     "' already has a connected stream; one stream per durable subscription "
-                     "(close the other stream first)"});
-  }
   if (auto s = config_.store->PutSubscription(name, bytes, true); !s.ok()) {
-    config_.hub->ReleaseDurable(name, session.get());
+    release();
     return fail(ToGrpc(s));
   }
+  engine = std::make_unique<SubscriptionEngine>(config_.hub, config_.store, std::move(state));
+  auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms);
+  config_.hub->HandOverDurable(name, placeholder.get(), session);
   reactor->Begin(session);
   return reactor;
 }
@@ -616,6 +675,20 @@ grpc::ServerUnaryReactor* BrokerService::ReplayParked(grpc::CallbackServerContex
     return reactor;
   }
   // Not connected: flag the records; the engine queues them on reconnect.
+  // Hold the name meanwhile, so no stream connects and moves the cursor
+  // while the records are rewritten with the state read here.
+  auto placeholder = std::make_shared<ClaimPlaceholder>();
+  if (!config_.hub->ClaimDurable(name, placeholder)) {
+    reactor->Finish({grpc::StatusCode::FAILED_PRECONDITION,
+                     "subscription '" + name + "' is being connected or changed; try again"});
+    return reactor;
+  }
+  struct Release {
+    Hub* hub;
+    const std::string& name;
+    const Session* held;
+    ~Release() { hub->ReleaseDurable(name, held); }
+  } release{config_.hub, name, placeholder.get()};
   std::string state;
   store::Status s = config_.store->GetSubscription(name, &state);
   if (!s.ok()) {
@@ -652,7 +725,9 @@ grpc::ServerUnaryReactor* BrokerService::DeleteSubscription(
     reactor->Finish(Invalid(p));
     return reactor;
   }
-  if (config_.hub->FindDurable(name)) {
+  // Hold the name while deleting, so a stream cannot connect halfway.
+  auto placeholder = std::make_shared<ClaimPlaceholder>();
+  if (!config_.hub->ClaimDurable(name, placeholder)) {
     reactor->Finish({grpc::StatusCode::FAILED_PRECONDITION,
                      "subscription '" + name + "' has a connected stream; close it first"});
     return reactor;
@@ -660,6 +735,7 @@ grpc::ServerUnaryReactor* BrokerService::DeleteSubscription(
   std::string bytes;
   store::Status s = config_.store->GetSubscription(name, &bytes);
   if (s.ok()) s = config_.store->DeleteSubscription(name);
+  config_.hub->ReleaseDurable(name, placeholder.get());
   if (s.code() == store::StatusCode::kNotFound) {
     reactor->Finish({grpc::StatusCode::NOT_FOUND, "subscription '" + name + "' does not exist"});
     return reactor;

@@ -208,7 +208,7 @@ using Core = FhirServer::Core;
 class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
  public:
   FhirHttpSession(tcp::socket socket, std::shared_ptr<Core> core)
-      : stream_(std::move(socket)), core_(std::move(core)) {}
+      : core_(std::move(core)), stream_(std::move(socket)) {}
 
   ~FhirHttpSession() {
     std::lock_guard<std::mutex> lock(core_->mu);
@@ -720,8 +720,9 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
     stream_.close();
   }
 
-  beast::tcp_stream stream_;
+  // core_ owns the io_context the socket uses: declared first, destroyed last.
   std::shared_ptr<Core> core_;
+  beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<Response> response_;

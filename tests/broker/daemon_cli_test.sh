@@ -42,4 +42,16 @@ if "$BIN" --data-dir "$work/file" --listen 127.0.0.1:0 --mllp-listen off --fhir-
   echo "FAIL: a file accepted as data dir"; exit 1
 fi
 grep -q "not a directory" "$work/err" || { echo "FAIL: unclear error"; cat "$work/err"; exit 1; }
+# A second broker on a port in use fails cleanly, saying why (not a crash).
+"$BIN" --data-dir "$work/d4" --listen 127.0.0.1:0 --mllp-listen off --fhir-listen off 2> "$work/first.log" &
+pid=$!
+for _ in $(seq 100); do grep -q "(port " "$work/first.log" && break; sleep 0.05; done
+used=$(sed -n 's/.*(port \([0-9]*\)).*/\1/p' "$work/first.log")
+set +e
+"$BIN" --data-dir "$work/d5" --listen "127.0.0.1:$used" --mllp-listen off --fhir-listen off 2> "$work/err"
+code=$?
+set -e
+[ "$code" -eq 1 ] || { echo "FAIL: port in use: exit $code"; cat "$work/err"; exit 1; }
+grep -q "cannot listen on 127.0.0.1:$used" "$work/err" || { echo "FAIL: unclear error"; cat "$work/err"; exit 1; }
+kill -TERM "$pid"; wait "$pid"
 echo "daemon_cli_test: 1 passed, 0 failed"
