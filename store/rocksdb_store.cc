@@ -924,6 +924,23 @@ Status RocksDbStore::GetSubscription(const std::string& name, std::string* value
   return Rocks(rs, "reading subscription '" + name + "'");
 }
 
+// An iterator over one subscription's parked entries (keys name '\0' ...):
+// bounded above by name '\1', so it never strays into another name's.
+struct ParkedScan {
+  ParkedScan(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const std::string& name)
+      : prefix(keys::ParkedPrefix(name)), upper(prefix), upper_slice() {
+    upper.back() = '\x01';
+    upper_slice = rocksdb::Slice(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    it.reset(db->NewIterator(ro, cf));
+  }
+  const std::string prefix;
+  std::string upper;
+  rocksdb::Slice upper_slice;  // must outlive `it`
+  std::unique_ptr<rocksdb::Iterator> it;
+};
+
 // Deleting a subscription that does not exist is not an error (a retried
 // delete succeeds).
 Status RocksDbStore::DeleteSubscription(const std::string& name) {
@@ -931,14 +948,9 @@ Status RocksDbStore::DeleteSubscription(const std::string& name) {
   if (!db_) return Closed();
   rocksdb::WriteBatch batch;
   batch.Delete(cfs_[kCursors], name);
-  const std::string prefix = keys::ParkedPrefix(name);
-  std::string upper = prefix;
-  upper.back() = '\x01';
-  rocksdb::Slice upper_slice(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kParked]));
-  for (it->Seek(prefix); it->Valid(); it->Next()) batch.Delete(cfs_[kParked], it->key());
+  ParkedScan scan(db_.get(), cfs_[kParked], name);
+  rocksdb::Iterator* it = scan.it.get();
+  for (it->Seek(scan.prefix); it->Valid(); it->Next()) batch.Delete(cfs_[kParked], it->key());
   if (!it->status().ok()) {
     return Rocks(it->status(), "listing parked events of subscription '" + name + "'");
   }
@@ -992,14 +1004,9 @@ Status RocksDbStore::ListParked(const std::string& name, size_t max,
   if (max == 0) return Status::Ok();
   std::shared_lock lk(db_mu_);
   if (!db_) return Closed();
-  const std::string prefix = keys::ParkedPrefix(name);
-  std::string upper = prefix;
-  upper.back() = '\x01';
-  rocksdb::Slice upper_slice(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kParked]));
-  for (it->Seek(prefix); it->Valid() && out->size() < max; it->Next()) {
+  ParkedScan scan(db_.get(), cfs_[kParked], name);
+  rocksdb::Iterator* it = scan.it.get();
+  for (it->Seek(scan.prefix); it->Valid() && out->size() < max; it->Next()) {
     std::string_view parsed_name;
     uint64_t position = 0;
     if (!keys::ParseParkedKey(std::string_view(it->key().data(), it->key().size()), &parsed_name,

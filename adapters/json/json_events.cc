@@ -101,14 +101,30 @@ class LineCountingReader {
   size_t line_ = 1;
 };
 
+// Follows JSON string literals byte by byte, so the scanners below can ignore
+// brackets and commas inside strings.
+struct JsonStringState {
+  bool in_string = false;
+  bool escape = false;
+  // One byte inside a string (REQUIRES in_string); an unescaped quote ends it.
+  void Inside(int c) {
+    if (escape) {
+      escape = false;
+    } else if (c == '\\') {
+      escape = true;
+    } else if (c == '"') {
+      in_string = false;
+    }
+  }
+};
+
 // One object of the object-stream form: its text, or why it could not be read.
 Status ReadOneObject(LineCountingReader& r, const JsonLimits& limits, std::string* text,
                      size_t start_line) {
   text->clear();
   uint64_t size = 0;
   int depth = 0;
-  bool in_string = false;
-  bool escape = false;
+  JsonStringState str;
   bool too_big = false;
   while (true) {
     const int c = r.Get();
@@ -127,22 +143,17 @@ Status ReadOneObject(LineCountingReader& r, const JsonLimits& limits, std::strin
         text->push_back(static_cast<char>(c));
       }
     }
-    if (in_string) {
-      if (escape) {
-        escape = false;
-      } else if (c == '\\') {
-        escape = true;
-      } else if (c == '"') {
-        in_string = false;
-      } else if (c == '\n') {
+    if (str.in_string) {
+      if (c == '\n' && !str.escape) {
         return LineError(r.line() - 1,
                          "a JSON string is not closed before the end of the line (JSON "
                          "strings cannot contain line breaks; write them as \\n)");
       }
+      str.Inside(c);
       continue;
     }
     if (c == '"') {
-      in_string = true;
+      str.in_string = true;
     } else if (c == '{' || c == '[') {
       if (++depth > limits.max_depth) {
         return LineError(start_line, DepthError(depth, limits.max_depth, true));
@@ -190,20 +201,13 @@ Status ScanArray(const std::string& text, const JsonLimits& limits,
                  std::vector<size_t>* element_lines) {
   size_t line = 1;
   int depth = 0;
-  bool in_string = false;
-  bool escape = false;
+  JsonStringState str;
   bool expecting_element = false;
   for (char ch : text) {
     const int c = static_cast<unsigned char>(ch);
     if (c == '\n') ++line;
-    if (in_string) {
-      if (escape) {
-        escape = false;
-      } else if (c == '\\') {
-        escape = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
+    if (str.in_string) {
+      str.Inside(c);
       continue;
     }
     if (depth == 1 && expecting_element && !IsJsonSpace(c) && c != ']') {
@@ -211,7 +215,7 @@ Status ScanArray(const std::string& text, const JsonLimits& limits,
       expecting_element = false;
     }
     if (c == '"') {
-      in_string = true;
+      str.in_string = true;
     } else if (c == '{' || c == '[') {
       ++depth;
       if (depth == 1) expecting_element = true;
@@ -351,21 +355,14 @@ Status CheckJsonLimits(std::string_view json, const JsonLimits& limits) {
   }
   int depth = 0;
   int max_depth = 0;
-  bool in_string = false;
-  bool escape = false;
+  JsonStringState str;
   for (char c : json) {
-    if (in_string) {
-      if (escape) {
-        escape = false;
-      } else if (c == '\\') {
-        escape = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
+    if (str.in_string) {
+      str.Inside(c);
       continue;
     }
     if (c == '"') {
-      in_string = true;
+      str.in_string = true;
     } else if (c == '{' || c == '[') {
       max_depth = std::max(max_depth, ++depth);
     } else if (c == '}' || c == ']') {
