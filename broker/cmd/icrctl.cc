@@ -291,16 +291,20 @@ class SignalWatcher {
       while (true) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0) continue;
-        std::function<void()> hook;
         {
-          std::lock_guard<std::mutex> lock(mu_);
-          hook = hook_;
-        }
-        if (!first && hook) {
-          first = Clock::now();
-          interrupted_ = true;
-          hook();
-          continue;
+          // Held while the hook runs, so SetHook waits for it to finish.
+          std::lock_guard<std::mutex> running(run_mu_);
+          std::function<void()> hook;
+          {
+            std::lock_guard<std::mutex> lock(mu_);
+            hook = hook_;
+          }
+          if (!first && hook) {
+            first = Clock::now();
+            interrupted_ = true;
+            hook();
+            continue;
+          }
         }
         // A copy of the first signal (e.g. sent to the process and to its
         // group, as `timeout` does) must not cut the clean stop short.
@@ -313,13 +317,17 @@ class SignalWatcher {
   }
   // Runs on the first SIGINT/SIGTERM instead of exiting; another one more
   // than a second later exits at once.
+  // Waits for a hook that is running, so what the old hook captured may be
+  // destroyed once this returns.
   void SetHook(std::function<void()> hook) {
+    std::lock_guard<std::mutex> running(run_mu_);
     std::lock_guard<std::mutex> lock(mu_);
     hook_ = std::move(hook);
   }
   bool interrupted() const { return interrupted_; }
 
  private:
+  std::mutex run_mu_;  // held while a hook runs
   std::mutex mu_;
   std::function<void()> hook_;
   std::atomic<bool> interrupted_{false};
@@ -1255,14 +1263,16 @@ class Acker {
     cv_.notify_one();
   }
   // Sends what is queued and ends the thread.
+  // Sends what is queued and stops. Safe from two threads at once (the
+  // signal hook and the main thread): each returns only once all is sent.
   void Stop() {
+    std::lock_guard<std::mutex> stop(stop_mu_);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (stopping_) return;
       stopping_ = true;
     }
     cv_.notify_one();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
  private:
@@ -1298,6 +1308,7 @@ class Acker {
   icr::v1::Broker::Stub* stub_;
   const GlobalOptions& g_;
   const std::string subscription_;
+  std::mutex stop_mu_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<uint64_t> queue_;
@@ -1376,13 +1387,17 @@ int RunTail(const GlobalOptions& g, const TailOptions& t) {
   auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
   grpc::ClientContext ctx;  // no deadline: the stream is long-lived
   std::atomic<bool> done{false};
-  SignalWatcher::Get().SetHook([&ctx, &done] {
-    done = true;
-    ctx.TryCancel();
-  });
   std::unique_ptr<Acker> acker;
   const bool durable = !t.name.empty();
   if (durable && !t.no_ack) acker = std::make_unique<Acker>(stub.get(), g, t.name);
+  // Ctrl-C / SIGTERM (the hook runs on the signal watcher's thread): first
+  // acknowledge what was printed, while the stream is still connected, then
+  // close the stream.
+  SignalWatcher::Get().SetHook([&ctx, &done, &acker] {
+    done = true;
+    if (acker) acker->Stop();
+    ctx.TryCancel();
+  });
 
   auto reader = stub->Subscribe(&ctx, request);
   icr::v1::SubscribeResponse response;
@@ -1404,7 +1419,12 @@ int RunTail(const GlobalOptions& g, const TailOptions& t) {
     }
   }
   const bool stopped_by_us = done || stdout_failed || (t.count > 0 && events >= t.count);
-  if (stopped_by_us) ctx.TryCancel();
+  if (stopped_by_us) {
+    // Acknowledge what was printed while the stream is still connected (the
+    // broker takes acks only from a connected subscription), then close it.
+    if (acker) acker->Stop();
+    ctx.TryCancel();
+  }
   grpc::Status st = reader->Finish();
   SignalWatcher::Get().SetHook(nullptr);
   if (acker) acker->Stop();  // acknowledge everything printed
