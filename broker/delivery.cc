@@ -6,6 +6,7 @@ namespace icr::broker {
 namespace {
 
 constexpr size_t kReadBatch = 256;
+constexpr size_t kMaxParksPerTick = 64;
 
 void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
   t->set_seconds(micros / 1000000);
@@ -188,10 +189,16 @@ store::Status SubscriptionEngine::Tick(int64_t now_micros) {
   for (auto& [position, f] : in_flight_) {
     if (f.sent && f.deadline <= now_micros) expired.push_back(position);
   }
+  size_t parked = 0;
   for (uint64_t position : expired) {
     auto it = in_flight_.find(position);
     Flight& f = it->second;
     if (f.attempts >= state_.max_attempts()) {
+      // Each park is a synced write on the hub's thread: bound them per tick
+      // so a mass timeout cannot stall every other stream's timers. The rest
+      // stay expired and are parked at the next ticks.
+      if (parked == kMaxParksPerTick) continue;
+      ++parked;
       Flight flight = std::move(f);
       in_flight_.erase(it);
       store::Status s = Park(position, flight, now_micros);

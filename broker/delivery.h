@@ -74,9 +74,10 @@ class SubscriptionEngine {
   // Durable only: acknowledge delivered positions; persists a moved cursor.
   AckOutcome Ack(const std::vector<uint64_t>& positions);
 
-  // Durable only: redeliver what timed out, park what ran out of attempts.
-  // Returns an error if a parked record could not be written (the event then
-  // stays in flight and is retried at the next tick).
+  // Durable only: redeliver what timed out, park what ran out of attempts
+  // (at most 64 per call: each park is a synced write; the rest wait for the
+  // next tick). Returns an error if a parked record could not be written
+  // (the event then stays in flight and is retried at the next tick).
   store::Status Tick(int64_t now_micros);
 
   // Durable only: parks a delivered, unacknowledged event now, for owners

@@ -164,6 +164,29 @@ TEST_F(DeliveryTest, AnEventParkedAboveTheCursorIsNotDeliveredAgainAfterReconnec
   EXPECT_EQ(Drain(&again, t0), (Sent{{3, 1}}));
 }
 
+TEST_F(DeliveryTest, ParksAtMost64PerTickSoOneStreamCannotStallTheHub) {
+  std::vector<int> people;
+  for (int i = 0; i < 150; ++i) people.push_back(i);
+  Append(people);
+  auto engine = Durable(/*max_in_flight=*/1000, /*max_attempts=*/1);
+  const int64_t t0 = 1'000'000'000;
+  ASSERT_EQ(Drain(engine.get(), t0).size(), 150u);
+  auto parked_count = [&] {
+    std::vector<std::pair<uint64_t, std::string>> parked;
+    EXPECT_TRUE(store_->ListParked("team", 1000, &parked).ok());
+    return parked.size();
+  };
+  ASSERT_TRUE(engine->Tick(t0 + 1'000'000).ok());
+  EXPECT_EQ(parked_count(), 64u);
+  EXPECT_EQ(engine->cursor(), 64u);
+  ASSERT_TRUE(engine->Tick(t0 + 1'050'000).ok());
+  EXPECT_EQ(parked_count(), 128u);
+  ASSERT_TRUE(engine->Tick(t0 + 1'100'000).ok());
+  EXPECT_EQ(parked_count(), 150u);
+  EXPECT_EQ(engine->cursor(), 150u);
+  EXPECT_EQ(engine->in_flight(), 0u);
+}
+
 TEST_F(DeliveryTest, EphemeralDeliversMatchingEventsInOrderFromItsStart) {
   Append({0, 1, 2, 3});
   v1::EventFilter filter;
