@@ -187,6 +187,68 @@ TEST_F(DeliveryTest, ParksAtMost64PerTickSoOneStreamCannotStallTheHub) {
   EXPECT_EQ(engine->in_flight(), 0u);
 }
 
+// ParkNow: the hook owners with their own retry policy (FHIR rest-hooks)
+// park through; they never call Tick.
+std::vector<uint64_t> Positions(const Sent& sent) {
+  std::vector<uint64_t> out;
+  for (const auto& [position, attempt] : sent) out.push_back(position);
+  return out;
+}
+
+TEST_F(DeliveryTest, ParkNowParksADeliveredEventMovesTheCursorAndReleasesThePerson) {
+  Append({0, 0, 1});
+  auto engine = Durable();
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)), (std::vector<uint64_t>{1, 3}));  // 2 held behind 1
+  EXPECT_EQ(engine->ParkNow(2, 1000, 5).code(), store::StatusCode::kNotFound);  // held, not sent
+  ASSERT_TRUE(engine->ParkNow(1, 1000, 5).ok());
+  EXPECT_EQ(engine->cursor(), 1u);
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)), (std::vector<uint64_t>{2}));
+  std::vector<std::pair<uint64_t, std::string>> parked;
+  ASSERT_TRUE(store_->ListParked("team", 10, &parked).ok());
+  ASSERT_EQ(parked.size(), 1u);
+  EXPECT_EQ(parked[0].first, 1u);
+  v1::internal::ParkedRecord record;
+  ASSERT_TRUE(record.ParseFromString(parked[0].second));
+  EXPECT_EQ(record.attempts(), 5u);
+  // The cursor moved with the parked record, in the same write.
+  std::string bytes;
+  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
+  v1::internal::SubscriptionState state;
+  ASSERT_TRUE(state.ParseFromString(bytes));
+  EXPECT_EQ(state.cursor(), 1u);
+  // Parked already: nothing to park.
+  EXPECT_EQ(engine->ParkNow(1, 2000).code(), store::StatusCode::kNotFound);
+  engine->Ack({2, 3});
+  EXPECT_EQ(engine->cursor(), 3u);
+}
+
+TEST_F(DeliveryTest, ParkNowSendsAReplayedEventBackToParked) {
+  Append({0});
+  auto engine = Durable();
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)), (std::vector<uint64_t>{1}));
+  ASSERT_TRUE(engine->ParkNow(1, 1000).ok());
+  uint32_t count = 0;
+  ASSERT_TRUE(engine->ReplayParked({}, &count).ok());
+  EXPECT_EQ(count, 1u);
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)), (std::vector<uint64_t>{1}));
+  ASSERT_TRUE(engine->ParkNow(1, 2000, 3).ok());
+  EXPECT_EQ(engine->in_flight(), 0u);
+  std::vector<std::pair<uint64_t, std::string>> parked;
+  ASSERT_TRUE(store_->ListParked("team", 10, &parked).ok());
+  ASSERT_EQ(parked.size(), 1u);
+  v1::internal::ParkedRecord record;
+  ASSERT_TRUE(record.ParseFromString(parked[0].second));
+  EXPECT_EQ(record.attempts(), 3u);
+  EXPECT_FALSE(record.replay_requested());
+}
+
+TEST_F(DeliveryTest, ParkNowOnAnEphemeralEngineHasNothingToPark) {
+  Append({0});
+  SubscriptionEngine engine(hub_.get(), CompiledFilter(), 1);
+  EXPECT_EQ(Positions(Drain(&engine, 0)), (std::vector<uint64_t>{1}));
+  EXPECT_EQ(engine.ParkNow(1, 0).code(), store::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(DeliveryTest, EphemeralDeliversMatchingEventsInOrderFromItsStart) {
   Append({0, 1, 2, 3});
   v1::EventFilter filter;

@@ -43,9 +43,10 @@ void Now(google::protobuf::Timestamp* t) {
   auto now = std::chrono::system_clock::now().time_since_epoch();
   t->set_seconds(std::chrono::duration_cast<std::chrono::seconds>(now).count() - 60);
 }
-}  // namespace
 
-icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& message_id) {
+// The envelope both builders share: UHCW's EPR, a minute ago.
+icr::v1::CareEvent UhcwEnvelope(const std::string& nhs, const std::string& message_id,
+                                icr::v1::Priority priority) {
   icr::v1::CareEvent e;
   e.set_source_system_id("uhcw-epr");
   e.set_source_organisation("RKB");
@@ -53,7 +54,13 @@ icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& mes
   e.set_source_message_id(message_id);
   e.set_nhs_number(nhs);
   Now(e.mutable_occurred_at());
-  e.set_priority(icr::v1::ROUTINE);
+  e.set_priority(priority);
+  return e;
+}
+}  // namespace
+
+icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& message_id) {
+  icr::v1::CareEvent e = UhcwEnvelope(nhs, message_id, icr::v1::ROUTINE);
   auto* a = e.mutable_admission();
   a->set_encounter_id("ENC-" + message_id);
   a->mutable_location()->set_site("RKB01");
@@ -63,14 +70,7 @@ icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& mes
 }
 
 icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& message_id) {
-  icr::v1::CareEvent e;
-  e.set_source_system_id("uhcw-epr");
-  e.set_source_organisation("RKB");
-  e.set_care_setting(icr::v1::ACUTE);
-  e.set_source_message_id(message_id);
-  e.set_nhs_number(nhs);
-  Now(e.mutable_occurred_at());
-  e.set_priority(icr::v1::URGENT);
+  icr::v1::CareEvent e = UhcwEnvelope(nhs, message_id, icr::v1::URGENT);
   e.mutable_addressee()->set_organisation("CCC");
   e.mutable_addressee()->set_team_code("HSCT-UHCW");
   auto* r = e.mutable_discharge_referral();
