@@ -17,7 +17,9 @@
 #include <memory>
 #include <string>
 
+#include "broker/escalation_timer.h"
 #include "broker/validation.h"
+#include "broker/workflow/state_machine.h"
 #include "store/status.h"
 #include "store/store.h"
 
@@ -40,6 +42,9 @@ struct BrokerOptions {
   int max_receive_message_bytes = 16 << 20;
   // Grace period for in-flight RPCs on shutdown. Default: 5,000 ms.
   int shutdown_grace_ms = 5000;
+  // Discharge workflow deadlines (docs/workflow.md, "Timers").
+  workflow::WorkflowOptions workflow;
+  EscalationTimerOptions escalation;
 };
 
 class BrokerServer {

@@ -2,16 +2,13 @@
 
 #include <algorithm>
 
+#include "broker/timestamp.h"
+
 namespace icr::broker {
 namespace {
 
 constexpr size_t kReadBatch = 256;
 constexpr size_t kMaxParksPerTick = 64;
-
-void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
-  t->set_seconds(micros / 1000000);
-  t->set_nanos(static_cast<int32_t>((micros % 1000000) * 1000));
-}
 
 }  // namespace
 

@@ -71,6 +71,11 @@ class SubscriptionEngine {
   // in-flight window is full. A read error from the store is returned.
   store::Status Next(int64_t now_micros, std::optional<Delivery>* out);
 
+  // Team routing (see CompiledFilter::SetTeam). Call before the first Next.
+  void SetTeam(const icr::v1::Team& team, CompiledFilter::RelationshipFn related) {
+    filter_.SetTeam(team, std::move(related));
+  }
+
   // Durable only: acknowledge delivered positions; persists a moved cursor.
   AckOutcome Ack(const std::vector<uint64_t>& positions);
 

@@ -4,10 +4,13 @@
 // Immutable after construction; Match is safe from any thread.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <unordered_set>
 
 #include "icr/v1/broker.pb.h"
+#include "icr/v1/workflow.pb.h"
 
 namespace icr::broker {
 
@@ -19,7 +22,27 @@ class CompiledFilter {
 
   bool Match(const icr::v1::CareEvent& event) const;
 
+  // Whether the person an event is about has a care relationship with a
+  // team (reads the care summary; called on the hub's thread).
+  using RelationshipFn =
+      std::function<bool(const icr::v1::CareEvent& event, const icr::v1::TeamRef& team)>;
+
+  // Team routing (EventFilter.team): from now on an event must also be
+  // routed to `team` (docs/workflow.md, "Routing"). `related` is used when
+  // the filter asks for care_relationship.
+  void SetTeam(const icr::v1::Team& team, RelationshipFn related);
+
+  // True if the event is routed to the team, whatever the other conditions.
+  static bool RoutedToTeam(const icr::v1::CareEvent& event, const icr::v1::Team& team);
+
  private:
+  struct TeamRoute {
+    icr::v1::Team team;
+    bool care_relationship = false;
+    RelationshipFn related;
+  };
+  std::shared_ptr<const TeamRoute> team_;
+  bool care_relationship_ = false;
   std::unordered_set<int> event_types_;
   std::unordered_set<int> care_settings_;
   std::unordered_set<int> priorities_;

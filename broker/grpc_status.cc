@@ -25,6 +25,8 @@ grpc::Status ToGrpc(const store::Status& s) {
       return {grpc::StatusCode::DATA_LOSS, s.message()};
     case StatusCode::kInternal:
       return {grpc::StatusCode::INTERNAL, s.message()};
+    case StatusCode::kConflict:
+      return {grpc::StatusCode::ABORTED, s.message()};
   }
   return {grpc::StatusCode::UNKNOWN, s.message()};
 }

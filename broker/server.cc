@@ -8,9 +8,12 @@
 #include <mutex>
 
 #include "broker/broker.h"
+#include "broker/escalation_timer.h"
 #include "broker/hub.h"
 #include "broker/ingest.h"
 #include "broker/service.h"
+#include "broker/workflow/state_machine.h"
+#include "broker/workflow_service.h"
 
 namespace icr::broker {
 namespace {
@@ -21,7 +24,9 @@ class BrokerServerImpl final : public BrokerServer {
       : options_(options),
         store_(std::move(store)),
         hub_(store_.get()),
-        ingest_(store_.get(), options_.validation) {}
+        ingest_(store_.get(), options_.validation),
+        workflow_service_(store_.get()),
+        escalations_(store_.get(), &ingest_, options_.escalation) {}
 
   store::Status Init() {
     store_->SetCommitListener([this](const std::vector<store::EventPtr>& committed) {
@@ -42,6 +47,7 @@ class BrokerServerImpl final : public BrokerServer {
     grpc::ServerBuilder builder;
     builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(service_.get());
+    builder.RegisterService(&workflow_service_);
     builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
     // gRPC sets SO_REUSEPORT by default: a second broker on the same port
     // would then share it silently. Refuse instead.
@@ -61,6 +67,8 @@ class BrokerServerImpl final : public BrokerServer {
                                         "--listen to another host:port)");
     }
     server_->GetHealthCheckService()->SetServingStatus("icr.v1.Broker", true);
+    server_->GetHealthCheckService()->SetServingStatus("icr.v1.Workflow", true);
+    escalations_.Start();
     return {};
   }
 
@@ -91,6 +99,7 @@ class BrokerServerImpl final : public BrokerServer {
     // Close subscriber streams first (they would hold Shutdown for the whole
     // grace period), then let unary calls and publish streams drain.
     hub_.Stop();
+    escalations_.Stop();
     const auto t1 = Clock::now();
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(options_.shutdown_grace_ms));
@@ -117,6 +126,8 @@ class BrokerServerImpl final : public BrokerServer {
   Hub hub_;
   Ingest ingest_;
   std::unique_ptr<BrokerService> service_;
+  WorkflowService workflow_service_;
+  EscalationTimer escalations_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   std::mutex mu_;
@@ -132,6 +143,7 @@ store::Status BrokerServer::Start(const BrokerOptions& options,
   store::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
   store_options.durability = options.durability;
+  store_options.state_machine = workflow::NewWorkflowStateMachine(options.workflow);
   std::unique_ptr<store::EventStore> store;
   store::Status s = store::OpenRocksDbStore(store_options, &store);
   if (!s.ok()) return s;

@@ -1,5 +1,7 @@
 #include "broker/service.h"
 
+#include <algorithm>
+#include <climits>
 #include <deque>
 #include <set>
 #include <mutex>
@@ -9,6 +11,8 @@
 #include "broker/grpc_status.h"
 #include "broker/ingest.h"
 #include "broker/nhs_number.h"
+#include "broker/timestamp.h"
+#include "broker/workflow_reader.h"
 
 namespace icr::broker {
 namespace {
@@ -19,14 +23,6 @@ constexpr size_t kMaxStreamPendingEvents = 20000;
 // Answers waiting to be written before a stream stops reading.
 constexpr size_t kMaxStreamUnwrittenResponses = 1024;
 
-void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
-  t->set_seconds(micros / 1000000);
-  t->set_nanos(static_cast<int32_t>((micros % 1000000) * 1000));
-}
-
-int64_t ToMicros(const google::protobuf::Timestamp& t) {
-  return t.seconds() * 1000000 + t.nanos() / 1000;
-}
 
 void FillResult(const store::AppendResult& r, icr::v1::PublishResponse* out) {
   out->set_position(r.position);
@@ -37,6 +33,31 @@ void FillResult(const store::AppendResult& r, icr::v1::PublishResponse* out) {
 
 grpc::Status Invalid(const std::string& message) {
   return {grpc::StatusCode::INVALID_ARGUMENT, message};
+}
+
+// The events of several NHS numbers (one person after merges) with position
+// > `after`, in position order: up to `max` from each, cut at the lowest
+// last position of any full read so nothing in between is skipped.
+store::Status ReadPeople(store::EventStore* store, const std::vector<std::string>& numbers,
+                         uint64_t after, size_t max, std::vector<store::EventPtr>* out,
+                         bool* exhausted) {
+  *exhausted = true;
+  uint64_t bound = UINT64_MAX;
+  for (const std::string& nhs : numbers) {
+    std::vector<store::EventPtr> part;
+    store::Status s = store->ReadPatient(nhs, after, max, &part);
+    if (!s.ok()) return s;
+    if (part.size() == max) {
+      *exhausted = false;
+      bound = std::min(bound, part.back()->position);
+    }
+    out->insert(out->end(), part.begin(), part.end());
+  }
+  std::sort(out->begin(), out->end(), [](const store::EventPtr& a, const store::EventPtr& b) {
+    return a->position < b->position;
+  });
+  while (!out->empty() && out->back()->position > bound) out->pop_back();
+  return store::Status::Ok();
 }
 
 // ---------------------------------------------------------------------------
@@ -220,8 +241,11 @@ class SubscribeSession final : public Session,
                                public std::enable_shared_from_this<SubscribeSession> {
  public:
   SubscribeSession(const ServiceConfig& config, std::unique_ptr<SubscriptionEngine> engine,
-                   uint32_t heartbeat_ms)
-      : config_(config), engine_(std::move(engine)), heartbeat_ms_(heartbeat_ms) {}
+                   uint32_t heartbeat_ms, bool summary_changes)
+      : config_(config),
+        engine_(std::move(engine)),
+        heartbeat_ms_(heartbeat_ms),
+        summary_changes_(summary_changes) {}
 
   void Attach(grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* reactor) {
     std::lock_guard<std::recursive_mutex> lock(mu_);
@@ -323,7 +347,20 @@ class SubscribeSession final : public Session,
       }
       if (!next) break;
       response_.Clear();
-      *response_.mutable_event() = next->event->event;
+      const CareEvent& event = next->event->event;
+      if (summary_changes_) {
+        auto* changed = response_.mutable_summary_changed();
+        changed->set_position(event.position());
+        changed->set_nhs_number(event.nhs_number());
+        changed->set_cause(event.event_type());
+        s = ReadCareSummary(config_.store, event.nhs_number(), changed->mutable_summary());
+        if (!s.ok()) {
+          FinishLocked(ToGrpc(s));
+          break;
+        }
+      } else {
+        *response_.mutable_event() = event;
+      }
       response_.set_delivery_attempt(next->attempt);
       StartWriteLocked(now);
     } while (repump_);
@@ -352,6 +389,7 @@ class SubscribeSession final : public Session,
   std::recursive_mutex mu_;
   std::unique_ptr<SubscriptionEngine> engine_;
   const uint32_t heartbeat_ms_;
+  const bool summary_changes_;
   grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* reactor_ = nullptr;
   icr::v1::SubscribeResponse response_;
   int64_t last_write_ = 0;
@@ -512,6 +550,22 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
     if (!g.ok()) return fail(g);
   }
   const uint32_t heartbeat_ms = request->heartbeat_ms() == 0 ? 15000 : request->heartbeat_ms();
+  // Team routing: the team must be registered; its role and Place decide
+  // what reaches it.
+  std::optional<icr::v1::Team> team;
+  if (request->filter().has_team()) {
+    icr::v1::TeamRef ref = request->filter().team();
+    OdsCodeProblem(ref.mutable_organisation(), "");  // upper-cases; shape checked above
+    team.emplace();
+    if (auto s = ReadTeam(config_.store, ref, &*team); !s.ok()) return fail(ToGrpc(s));
+  }
+  store::EventStore* store = config_.store;
+  auto route = [&](SubscriptionEngine* e) {
+    if (!team) return;
+    e->SetTeam(*team, [store](const CareEvent& event, const icr::v1::TeamRef& ref) {
+      return HasCareRelationship(store, event.nhs_number(), ref);
+    });
+  };
 
   std::unique_ptr<SubscriptionEngine> engine;
   if (name.empty()) {
@@ -521,7 +575,9 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
     }
     engine = std::make_unique<SubscriptionEngine>(config_.hub, CompiledFilter(request->filter()),
                                                   first);
-    auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms);
+    route(engine.get());
+    auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms,
+                                                      request->summary_changes());
     reactor->Begin(session);
     return reactor;
   }
@@ -577,7 +633,9 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
     return fail(ToGrpc(s));
   }
   engine = std::make_unique<SubscriptionEngine>(config_.hub, config_.store, std::move(state));
-  auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms);
+  route(engine.get());
+  auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms,
+                                                    request->summary_changes());
   config_.hub->HandOverDurable(name, placeholder.get(), session);
   reactor->Begin(session);
   return reactor;
@@ -803,6 +861,30 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
       return reactor;
     }
   }
+  // A retired number answers for its survivor; the survivor's history
+  // includes the numbers merged into it.
+  std::vector<std::string> numbers;
+  {
+    std::string survivor;
+    store::Status s = ResolveNhsNumber(config_.store, nhs, &survivor);
+    if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+    if (survivor != nhs) response->set_surviving_nhs_number(survivor);
+    numbers.push_back(survivor);
+    icr::v1::CareSummary summary;
+    s = ReadCareSummary(config_.store, survivor, &summary);
+    if (s.ok()) {
+      for (const std::string& retired : summary.retired_nhs_numbers()) {
+        numbers.push_back(retired);
+        response->add_merged_nhs_numbers(retired);
+      }
+    } else if (s.code() != store::StatusCode::kNotFound) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+  }
   std::set<int> types(request->event_types().begin(), request->event_types().end());
   const bool has_from = request->has_from(), has_to = request->has_to();
   const int64_t from = ToMicros(request->from()), to = ToMicros(request->to());
@@ -813,12 +895,11 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
   bool more_matches = false, exhausted = false;
   while (!more_matches && !exhausted) {
     std::vector<store::EventPtr> chunk;
-    store::Status s = config_.store->ReadPatient(nhs, after, kChunk, &chunk);
+    store::Status s = ReadPeople(config_.store, numbers, after, kChunk, &chunk, &exhausted);
     if (!s.ok()) {
       reactor->Finish(ToGrpc(s));
       return reactor;
     }
-    exhausted = chunk.size() < kChunk;
     for (const auto& e : chunk) {
       after = e->position;
       const CareEvent& ev = e->event;

@@ -220,7 +220,9 @@ void UpperCase(std::string* s) {
   for (char& c : *s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
 }
 
-std::string OdsProblem(std::string* code, const std::string& path) {
+}  // namespace
+
+std::string OdsCodeProblem(std::string* code, const std::string& path) {
   UpperCase(code);
   if (code->size() < 3 || code->size() > 10 || !AllOf(*code, OdsChar)) {
     return path + ": '" + code->substr(0, 32) +
@@ -228,6 +230,8 @@ std::string OdsProblem(std::string* code, const std::string& path) {
   }
   return {};
 }
+
+namespace {
 
 std::string PayloadRules(icr::v1::CareEvent* e, const std::string& path) {
   using icr::v1::CareEvent;
@@ -253,7 +257,7 @@ std::string PayloadRules(icr::v1::CareEvent* e, const std::string& path) {
       if (r.needs().carers_per_call() < 0 || r.needs().carers_per_call() > 4) {
         return path + ".discharge_referral.needs.carers_per_call: must be 0..4";
       }
-      if (auto p = OdsProblem(e->mutable_discharge_referral()->mutable_referrer()->mutable_organisation(),
+      if (auto p = OdsCodeProblem(e->mutable_discharge_referral()->mutable_referrer()->mutable_organisation(),
                               path + ".discharge_referral.referrer.organisation");
           !p.empty()) {
         return p;
@@ -280,8 +284,15 @@ std::string PayloadRules(icr::v1::CareEvent* e, const std::string& path) {
       }
       break;
     }
+    case CareEvent::kEscalation:
+      if (e->source_system_id() != kBrokerSourceSystem) {
+        return path + ".escalation: escalations are raised by the broker itself (source_system_id "
+                      "\"" + std::string(kBrokerSourceSystem) + "\"); publish the referral's "
+                      "state changes instead";
+      }
+      break;
     case CareEvent::kGpRegistration:
-      return OdsProblem(e->mutable_gp_registration()->mutable_practice(),
+      return OdsCodeProblem(e->mutable_gp_registration()->mutable_practice(),
                         path + ".gp_registration.practice");
     case CareEvent::PAYLOAD_NOT_SET:
       return path + ".payload: exactly one payload is required (for example discharge_referral; "
@@ -326,7 +337,7 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* e, int64_t now_micros,
     return path + ".source_message_id: must be 1..128 printable ASCII characters";
   }
   if (e->source_organisation().empty()) return path + ".source_organisation: is required";
-  if (auto p = OdsProblem(e->mutable_source_organisation(), path + ".source_organisation");
+  if (auto p = OdsCodeProblem(e->mutable_source_organisation(), path + ".source_organisation");
       !p.empty()) {
     return p;
   }
@@ -339,7 +350,7 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* e, int64_t now_micros,
            " s allowed: check the sender's clock)";
   }
   if (e->has_addressee() && !e->addressee().organisation().empty()) {
-    if (auto p = OdsProblem(e->mutable_addressee()->mutable_organisation(),
+    if (auto p = OdsCodeProblem(e->mutable_addressee()->mutable_organisation(),
                             path + ".addressee.organisation");
         !p.empty()) {
       return p;
@@ -360,14 +371,14 @@ std::string ValidateFilter(const icr::v1::EventFilter& filter) {
   }
   for (int i = 0; i < filter.source_organisations_size(); ++i) {
     std::string code = filter.source_organisations(i);
-    if (auto p = OdsProblem(&code, "filter.source_organisations[" + std::to_string(i) + "]");
+    if (auto p = OdsCodeProblem(&code, "filter.source_organisations[" + std::to_string(i) + "]");
         !p.empty()) {
       return p;
     }
   }
   for (int i = 0; i < filter.addressees_size(); ++i) {
     std::string code = filter.addressees(i).organisation();
-    if (auto p = OdsProblem(&code, "filter.addressees[" + std::to_string(i) + "].organisation");
+    if (auto p = OdsCodeProblem(&code, "filter.addressees[" + std::to_string(i) + "].organisation");
         !p.empty()) {
       return p;
     }
@@ -398,6 +409,15 @@ std::string ValidateFilter(const icr::v1::EventFilter& filter) {
         !p.empty()) {
       return p;
     }
+  }
+  if (filter.has_team()) {
+    std::string code = filter.team().organisation();
+    if (auto p = OdsCodeProblem(&code, "filter.team.organisation"); !p.empty()) return p;
+    if (filter.team().team_code().empty()) {
+      return "filter.team.team_code: is required (the registered team's code)";
+    }
+  } else if (filter.care_relationship()) {
+    return "filter.care_relationship: needs filter.team (whose care relationships to follow)";
   }
   return {};
 }

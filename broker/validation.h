@@ -37,6 +37,13 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* event, int64_t now_mic
                                       const ValidationOptions& options,
                                       const std::string& path = "event");
 
+// The source_system_id of events the broker raises itself (escalations).
+inline constexpr char kBrokerSourceSystem[] = "icr-broker";
+
+// Upper-cases an ODS code and checks its shape: 3..10 of [A-Z0-9] ("" when
+// valid, else "<path>: ...").
+std::string OdsCodeProblem(std::string* code, const std::string& path);
+
 // Checks a subscription filter ("" when valid).
 std::string ValidateFilter(const icr::v1::EventFilter& filter);
 

@@ -26,6 +26,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/iterator.h>
+#include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
@@ -41,6 +42,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <shared_mutex>
 #include <string>
@@ -59,13 +61,23 @@ namespace {
 using icr::v1::CareEvent;
 
 // Column families, in the order their handles are kept.
-enum Cf : size_t { kDefault = 0, kEvents, kPatient, kIdempotency, kCursors, kParked, kNumCfs };
-constexpr const char* kCfNames[kNumCfs] = {"default",     "events",  "patient",
-                                           "idempotency", "cursors", "parked"};
+enum Cf : size_t {
+  kDefault = 0,
+  kEvents,
+  kPatient,
+  kIdempotency,
+  kCursors,
+  kParked,
+  kState,
+  kNumCfs
+};
+constexpr const char* kCfNames[kNumCfs] = {"default", "events",  "patient", "idempotency",
+                                           "cursors", "parked", "state"};
 
 // Metadata in the default column family.
 constexpr char kSchemaVersionKey[] = "schema_version";
-constexpr char kSchemaVersion[] = "1";
+// 2: adds the `state` column family (derived workflow state).
+constexpr char kSchemaVersion[] = "2";
 
 constexpr auto kRelaxedSyncInterval = std::chrono::milliseconds(100);
 
@@ -193,6 +205,154 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const std::shared_ptr<rocksdb::Cache>
   return o;
 }
 
+// Lets RocksDB fold accumulated state keys with the StateMachine's rules.
+class StateMergeOperator final : public rocksdb::MergeOperator {
+ public:
+  explicit StateMergeOperator(std::shared_ptr<StateMachine> machine)
+      : machine_(std::move(machine)) {}
+
+  bool FullMergeV2(const MergeOperationInput& in, MergeOperationOutput* out) const override {
+    std::string existing;
+    if (in.existing_value != nullptr) existing.assign(in.existing_value->data(), in.existing_value->size());
+    std::vector<std::string_view> operands;
+    operands.reserve(in.operand_list.size());
+    for (const rocksdb::Slice& op : in.operand_list) operands.emplace_back(op.data(), op.size());
+    return machine_->Fold(std::string_view(in.key.data(), in.key.size()),
+                          in.existing_value != nullptr ? &existing : nullptr, operands,
+                          &out->new_value);
+  }
+  const char* Name() const override { return "icr.StateMergeOperator"; }
+
+ private:
+  std::shared_ptr<StateMachine> machine_;
+};
+
+// The writer thread's view of the state column family while it builds one
+// group: an overlay of the group's writes over the database, with an undo
+// log so that one call's writes can be rolled back with its save point.
+class GroupStateTxn final : public StateTxn {
+ public:
+  GroupStateTxn(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, rocksdb::WriteBatch* batch,
+                const StateMachine* machine)
+      : db_(db), cf_(cf), batch_(batch), machine_(machine) {}
+
+  Status Get(std::string_view key, std::string* value) override {
+    std::string k(key);
+    auto it = overlay_.find(k);
+    std::string base;
+    bool have_base = false;
+    const std::vector<std::string>* operands = nullptr;
+    if (it != overlay_.end() && it->second.base_known) {
+      if (it->second.base.has_value()) {
+        base = *it->second.base;
+        have_base = true;
+      }
+    } else {
+      rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cf_, k, &base);
+      if (rs.ok()) {
+        have_base = true;
+      } else if (!rs.IsNotFound()) {
+        return Status::Unavailable("reading state key for the writer: " + rs.ToString());
+      }
+    }
+    if (it != overlay_.end()) operands = &it->second.operands;
+    if (operands == nullptr || operands->empty()) {
+      if (!have_base) return Status::NotFound("");
+      *value = std::move(base);
+      return Status::Ok();
+    }
+    std::vector<std::string_view> ops(operands->begin(), operands->end());
+    if (!machine_->Fold(key, have_base ? &base : nullptr, ops, value)) {
+      return Status::Corruption("state key could not be folded");
+    }
+    return Status::Ok();
+  }
+
+  void Put(std::string_view key, std::string_view value) override {
+    Entry& e = Touch(key);
+    e.base_known = true;
+    e.base = std::string(value);
+    e.operands.clear();
+    batch_->Put(cf_, rocksdb::Slice(key.data(), key.size()),
+                rocksdb::Slice(value.data(), value.size()));
+  }
+
+  void Delete(std::string_view key) override {
+    Entry& e = Touch(key);
+    e.base_known = true;
+    e.base.reset();
+    e.operands.clear();
+    batch_->Delete(cf_, rocksdb::Slice(key.data(), key.size()));
+  }
+
+  void Accumulate(std::string_view key, std::string_view operand) override {
+    Entry& e = Touch(key);
+    e.operands.emplace_back(operand);
+    batch_->Merge(cf_, rocksdb::Slice(key.data(), key.size()),
+                  rocksdb::Slice(operand.data(), operand.size()));
+  }
+
+  void AccumulateEvent(std::string_view key, char tag) override {
+    pending_events_.emplace_back(std::string(key), tag);
+  }
+
+  // Writes the AccumulateEvent operands of the event just applied, now that
+  // its stored bytes exist.
+  void EventSerialized(const std::string& stored) {
+    for (auto& [key, tag] : pending_events_) {
+      std::string operand;
+      operand.reserve(stored.size() + 1);
+      operand.push_back(tag);
+      operand.append(stored);
+      Accumulate(key, operand);
+    }
+    pending_events_.clear();
+  }
+
+  // Call boundaries (the batch's own save points are handled by the caller).
+  void BeginCall() {
+    undo_.clear();
+    pending_events_.clear();
+  }
+  void RollbackCall() {
+    for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
+      if (it->second.has_value()) {
+        overlay_[it->first] = std::move(*it->second);
+      } else {
+        overlay_.erase(it->first);
+      }
+    }
+    undo_.clear();
+    pending_events_.clear();
+  }
+
+ private:
+  struct Entry {
+    bool base_known = false;             // false: the database holds the base
+    std::optional<std::string> base;     // when known: the value, or none (deleted)
+    std::vector<std::string> operands;   // accumulated after the base
+  };
+
+  Entry& Touch(std::string_view key) {
+    std::string k(key);
+    auto it = overlay_.find(k);
+    if (it == overlay_.end()) {
+      undo_.emplace_back(k, std::nullopt);
+      return overlay_[k];
+    }
+    undo_.emplace_back(k, it->second);
+    return it->second;
+  }
+
+  rocksdb::DB* db_;
+  rocksdb::ColumnFamilyHandle* cf_;
+  rocksdb::WriteBatch* batch_;
+  const StateMachine* machine_;
+  std::unordered_map<std::string, Entry> overlay_;
+  std::vector<std::pair<std::string, std::optional<Entry>>> undo_;
+  std::vector<std::pair<std::string, char>> pending_events_;
+};
+
 class RocksDbStore final : public EventStore {
  public:
   explicit RocksDbStore(StoreOptions options) : options_(std::move(options)) {}
@@ -222,6 +382,10 @@ class RocksDbStore final : public EventStore {
   Status DeleteParked(const std::string& name, uint64_t position) override;
   Status ListParked(const std::string& name, size_t max,
                     std::vector<std::pair<uint64_t, std::string>>* out) override;
+  Status GetState(const std::string& key, std::string* value) override;
+  Status ScanState(const std::string& prefix,
+                   const std::function<bool(std::string_view, std::string_view)>& visit) override;
+  Status PutState(const std::string& key, const std::string& value) override;
   StoreStats Stats() const override;
   // REQUIRES: not called from a `done` callback or the commit listener (the
   // writer thread); from there it only stops accepting appends.
@@ -373,6 +537,17 @@ Status RocksDbStore::OpenDb() {
                            MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
   descriptors.emplace_back(kCfNames[kParked],
                            MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
+  {
+    rocksdb::ColumnFamilyOptions state =
+        MakeCfOptions(cache_, compression, 32 * kMiB, /*bloom=*/true, true);
+    if (options_.state_machine) {
+      state.merge_operator = std::make_shared<StateMergeOperator>(options_.state_machine);
+      // Fold a person's summary on the write path every 16 operands, so a
+      // read never folds more than that many from the memtable.
+      state.max_successive_merges = 16;
+    }
+    descriptors.emplace_back(kCfNames[kState], state);
+  }
 
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -393,7 +568,9 @@ Status RocksDbStore::CheckSchema() {
     return Status::FailedPrecondition(
         "data directory " + options_.data_dir + " has store schema version '" + version +
         "' but this icr-broker understands only version " + kSchemaVersion +
-        "; refusing to open (run a broker that knows this version)");
+        (version == "1" ? "; version 1 stores have no derived workflow state: move the "
+                          "directory aside (or use a new --data-dir) and re-import"
+                        : "; refusing to open (run a broker that knows this version)"));
   }
   if (!rs.IsNotFound()) return Rocks(rs, "reading the store schema version");
   // No version: only a brand-new (empty) database may be stamped.
@@ -612,10 +789,15 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
                   idem_slices.data(), idem_values.data(), idem_statuses.data());
   }
   size_t k = 0;  // index into idem_* for the current event
+  std::optional<GroupStateTxn> txn;
+  if (options_.state_machine) {
+    txn.emplace(db_.get(), cfs_[kState], &batch, options_.state_machine.get());
+  }
 
   for (size_t c = 0; c < group->size(); ++c) {
     PendingCall& call = (*group)[c];
     batch.SetSavePoint();
+    if (txn) txn->BeginCall();
     const uint64_t call_start_position = position;
     const size_t call_start_committed = committed.size();
     std::vector<std::string> call_keys;
@@ -653,11 +835,16 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
       stored->event.set_position(position);
       stored->event.set_event_id(NewUuidV4(rng));
       SetTimestampMicros(recorded, stored->event.mutable_recorded_at());
+      if (txn) {
+        s = options_.state_machine->Apply(&stored->event, &*txn);
+        if (!s.ok()) break;
+      }
       value.clear();
       if (!stored->event.SerializeToString(&value)) {
         s = Status::Internal("event " + std::to_string(position) + " could not be serialized");
         break;
       }
+      if (txn) txn->EventSerialized(value);
       const std::string position_key = keys::EncodePosition(position);
       batch.Put(cfs_[kEvents], position_key, value);
       batch.Put(cfs_[kPatient], keys::PatientKey(stored->event.nhs_number(), position),
@@ -679,6 +866,7 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
     } else {
       // This call alone fails; the others of the group go on.
       batch.RollbackToSavePoint();
+      if (txn) txn->RollbackCall();
       position = call_start_position;
       committed.resize(call_start_committed);
       for (const std::string& k : call_keys) batch_keys.erase(k);
@@ -1023,6 +1211,40 @@ Status RocksDbStore::ListParked(const std::string& name, size_t max,
     return Rocks(it->status(), "listing parked events of subscription '" + name + "'");
   }
   return Status::Ok();
+}
+
+Status RocksDbStore::GetState(const std::string& key, std::string* value) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cfs_[kState], key, value);
+  if (rs.IsNotFound()) return Status::NotFound("no state record");
+  return Rocks(rs, "reading a state record");
+}
+
+Status RocksDbStore::ScanState(
+    const std::string& prefix,
+    const std::function<bool(std::string_view, std::string_view)>& visit) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cfs_[kState]));
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    rocksdb::Slice key = it->key();
+    if (!key.starts_with(prefix)) break;
+    rocksdb::Slice value = it->value();
+    if (!visit(std::string_view(key.data(), key.size()),
+               std::string_view(value.data(), value.size()))) {
+      break;
+    }
+  }
+  return Rocks(it->status(), "scanning state records");
+}
+
+Status RocksDbStore::PutState(const std::string& key, const std::string& value) {
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return Rocks(db_->Put(wo, cfs_[kState], key, value), "writing a state record");
 }
 
 StoreStats RocksDbStore::Stats() const {

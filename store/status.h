@@ -21,6 +21,7 @@ enum class StatusCode {
   kUnavailable,        // the store cannot write now (I/O error, read-only)
   kCorruption,         // stored data failed a checksum or could not be parsed
   kInternal,           // a bug
+  kConflict,           // optimistic concurrency: the record changed (expected version)
 };
 
 class Status {
@@ -43,6 +44,7 @@ class Status {
   static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
   static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status Conflict(std::string m) { return {StatusCode::kConflict, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

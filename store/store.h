@@ -27,6 +27,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "icr/v1/events.pb.h"
@@ -57,6 +58,47 @@ struct StoreStats {
   uint64_t appended_events = 0;   // new events stored since open
   uint64_t duplicate_events = 0;  // resends answered since open
   uint64_t write_batches = 0;     // synced write batches since open (group commits)
+};
+
+// Derived state kept beside the log (the `state` column family): workflow
+// records, indexes and per-person summaries. It changes only inside the
+// atomic write of the event that changes it, so state and log never
+// disagree, after a crash or otherwise.
+//
+// A StateTxn is the writer thread's view while it builds one group: reads
+// see the writes of earlier events of the same group.
+class StateTxn {
+ public:
+  virtual ~StateTxn() = default;
+  // The value after every earlier event of the group; kNotFound if none.
+  virtual Status Get(std::string_view key, std::string* value) = 0;
+  virtual void Put(std::string_view key, std::string_view value) = 0;
+  virtual void Delete(std::string_view key) = 0;
+  // Adds an operand to an accumulated key (a RocksDB merge). Reads fold the
+  // operands onto the stored value with StateMachine::Fold, so the write
+  // path never reads the value (used for the per-person summary).
+  virtual void Accumulate(std::string_view key, std::string_view operand) = 0;
+  // Accumulate with the operand `tag` + the event being applied, as it will
+  // be stored (saves serialising it twice).
+  virtual void AccumulateEvent(std::string_view key, char tag) = 0;
+};
+
+// The rules that derive state from events. Set in StoreOptions; the store
+// calls it on its writer thread.
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+  // Called for each new (non-duplicate) event, in position order, after its
+  // position, event_id and recorded_at are assigned and before it is
+  // serialised: it may fill the event's other broker-assigned fields. A
+  // non-OK status refuses the event's whole call (nothing of it is stored)
+  // with that status; the other calls of the group go on.
+  virtual Status Apply(icr::v1::CareEvent* event, StateTxn* txn) = 0;
+  // Folds operands (oldest first) onto `existing` (null: none) into `out`.
+  // Deterministic and without I/O: RocksDB calls it on reads and compactions
+  // from any thread. Returns false if an operand is corrupt.
+  virtual bool Fold(std::string_view key, const std::string* existing,
+                    const std::vector<std::string_view>& operands, std::string* out) const = 0;
 };
 
 class EventStore {
@@ -110,6 +152,17 @@ class EventStore {
   virtual Status ListParked(const std::string& name, size_t max,
                             std::vector<std::pair<uint64_t, std::string>>* out) = 0;
 
+  // Derived state (see StateMachine). Reads see committed writes.
+  virtual Status GetState(const std::string& key, std::string* value) = 0;  // kNotFound
+  // Visits keys starting with `prefix` in key order until `visit` returns
+  // false.
+  virtual Status ScanState(
+      const std::string& prefix,
+      const std::function<bool(std::string_view key, std::string_view value)>& visit) = 0;
+  // Writes a state key outside any event (e.g. a team registration). Never
+  // use it for keys the StateMachine writes.
+  virtual Status PutState(const std::string& key, const std::string& value) = 0;
+
   virtual StoreStats Stats() const = 0;
 
   // Stops accepting appends, completes those queued, flushes and closes.
@@ -134,6 +187,9 @@ struct StoreOptions {
   size_t max_batch_events = 8192;
   // RocksDB block cache. Default: 256 MiB.
   size_t block_cache_bytes = 256u << 20;
+  // Derives state from events (null: no derived state). Must be the same
+  // rules at every open of a data directory.
+  std::shared_ptr<StateMachine> state_machine;
 };
 
 // Opens (creating if needed) the RocksDB store. Recovers after a clean or

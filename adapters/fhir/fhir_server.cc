@@ -471,6 +471,13 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
     switch (s.code()) {
       case StatusCode::kInvalidArgument:
         return {http::status::bad_request, IssueFromBrokerError(s.message(), refs)};
+      case StatusCode::kFailedPrecondition:
+      case StatusCode::kConflict:
+        // The event breaks the workflow (an illegal referral transition) or
+        // raced another update: nothing stored, resending unchanged will not help.
+        return {s.code() == StatusCode::kConflict ? http::status::precondition_failed
+                                                  : http::status::conflict,
+                Issue(IssueType::kProcessing, s.message() + "; nothing was stored")};
       case StatusCode::kUnavailable:
       case StatusCode::kResourceExhausted:
       case StatusCode::kAborted:

@@ -213,6 +213,12 @@ std::string AckForPublish(const Er7Message& original, const MappingResult& mappe
   }
   Hl7Error e;
   e.code = kErrInternal;
+  if (status.code() == icr::store::StatusCode::kFailedPrecondition ||
+      status.code() == icr::store::StatusCode::kConflict) {
+    // A workflow rule refused it (e.g. an illegal referral transition).
+    e.text = status.message() + ": nothing was stored; resending the same message will not help";
+    return BuildAck(original, AckCode::kAE, {e}, params);
+  }
   e.text = "the broker could not store the message now (" + status.ToString() +
            "): nothing was stored; resend the same message (same MSH-10) later";
   return BuildAck(original, AckCode::kAE, {e}, params);

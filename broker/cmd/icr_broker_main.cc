@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include <vector>
+
 #include "adapters/fhir/fhir_server.h"
 #include "adapters/fhir/resthook.h"
 #include "adapters/hl7/mllp_server.h"
@@ -61,7 +63,39 @@ int main(int argc, char** argv) {
                  "FHIR R4 HTTP listen address host:port, or 'off'")
       ->capture_default_str()
       ->envname("ICR_FHIR_LISTEN");
+  std::string escalations = "on";
+  app.add_option("--escalations", escalations,
+                 "Raise Escalation events when workflow deadlines pass (off: e.g. while "
+                 "importing history)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str()
+      ->envname("ICR_ESCALATIONS");
+  app.add_option("--escalation-organisation", options.escalation.organisation,
+                 "ODS code escalations are published under (the ICB's)")
+      ->capture_default_str();
+  double management_plan_hours = 24;
+  app.add_option("--deadline-management-plan-hours", management_plan_hours,
+                 "Escalate a referral not accepted within this many hours")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  double forward_minutes = 60;
+  app.add_option("--deadline-forward-minutes", forward_minutes,
+                 "Escalate a referral not forwarded to brokerage within this many minutes")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  std::vector<double> offer_days = {1, 2, 3};
+  app.add_option("--deadline-offer-days", offer_days,
+                 "Escalate when brokerage makes no offer within these days (pathways 1, 2, 3)")
+      ->expected(3)
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.escalation.enabled = escalations == "on";
+  options.workflow.management_plan_seconds = static_cast<int64_t>(management_plan_hours * 3600);
+  options.workflow.forward_to_brokerage_seconds = static_cast<int64_t>(forward_minutes * 60);
+  for (int i = 0; i < 3; ++i) {
+    options.workflow.offer_seconds[i + 1] = static_cast<int64_t>(offer_days[i] * 86400);
+  }
 
   options.durability = durability == "sync" ? icr::store::Durability::kSync
                                             : icr::store::Durability::kRelaxed;

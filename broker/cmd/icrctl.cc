@@ -4,6 +4,8 @@
 //   icrctl import --mapping M data.csv         bulk import of a CSV export (BULK lane)
 //   icrctl tail [--name N] [filters]          print matching events as JSON lines
 //   icrctl history <nhs-number>               a person's stored events
+//   icrctl flow --from D --to D [--place P]   discharge flow metrics (Workflow/GetFlowMetrics)
+//   icrctl simulate [--seed N] [--days D]     publish a simulated Coventry & Warwickshire stream
 //   icrctl status | subscriptions | parked | replay | delete-subscription
 //   icrctl completion bash                    a bash completion script
 //
@@ -13,7 +15,7 @@
 //
 // Threads: main runs the command; a signal thread turns SIGINT/SIGTERM into a
 // clean cancellation; `publish --batch` and `import` read acknowledgements on a second
-// thread and `tail` acknowledges on a third.
+// thread and `tail` acknowledges on a third. `simulate` publishes from main.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <google/protobuf/descriptor.h>
@@ -52,9 +54,13 @@
 
 #include "adapters/csv/csv_import.h"
 #include "adapters/json/json_events.h"
+#include "broker/civil_time.h"
+#include "broker/workflow/metrics.h"
+#include "broker/workflow/simulator.h"
 #include "icr/v1/broker.grpc.pb.h"
 #include "icr/v1/broker.pb.h"
 #include "icr/v1/events.pb.h"
+#include "icr/v1/workflow.grpc.pb.h"
 
 #ifndef ICR_VERSION
 #define ICR_VERSION "dev"
@@ -1765,6 +1771,515 @@ int RunDeleteSubscription(const GlobalOptions& g, const SubscriptionOptions& o) 
 }
 
 // ---------------------------------------------------------------------------
+// flow (icr.v1.Workflow/GetFlowMetrics) and simulate
+// ---------------------------------------------------------------------------
+
+namespace wf = icr::broker::workflow;
+
+constexpr int64_t kMicrosPerDay = 86400LL * 1000000;
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "YYYY-MM-DD" (a UK date) to days since 1970-01-01.
+bool ParseUkDate(const std::string& option, const std::string& value, int64_t* day,
+                 std::string* error) {
+  int y = 0, m = 0, d = 0;
+  char tail = 0;
+  if (value.size() != 10 || value[4] != '-' || value[7] != '-' ||
+      std::sscanf(value.c_str(), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 ||
+      !icr::civil::IsValidDate(y, m, d) || y < 1900 || y > 2199) {
+    *error = option + ": \"" + value + "\" is not a date: use YYYY-MM-DD, e.g. 2022-05-23";
+    return false;
+  }
+  icr::v1::Date date;
+  date.set_year(y);
+  date.set_month(m);
+  date.set_day(d);
+  *day = wf::DayFromDate(date);
+  return true;
+}
+
+// "2022-05-23" for a day since 1970-01-01.
+std::string DayString(int64_t day) {
+  const icr::v1::Date d = wf::DateFromDay(day);
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02d", d.year(), d.month(), d.day());
+  return buf;
+}
+
+// "2022-05-23 14:05" in UK local time ("-" when unset).
+std::string UkTimeString(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  const int64_t micros = wf::MicrosOf(t);
+  const int minute = wf::UkLocalMinuteOfDay(micros);
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%s %02d:%02d", DayString(wf::UkLocalDay(micros)).c_str(),
+                minute / 60, minute % 60);
+  return buf;
+}
+
+// "coventry", "warwickshire-north", ... as --place takes them.
+std::string PlaceOptionName(int place) {
+  const auto* v = icr::v1::Place_descriptor()->FindValueByNumber(place);
+  if (v == nullptr || place == 0) return "-";
+  std::string name = v->name();
+  for (char& c : name) c = c == '_' ? '-' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+const char* const kPlaceChoices = "coventry, rugby, warwickshire-north, south-warwickshire";
+
+bool ParsePlace(const std::string& value, icr::v1::Place* place, std::string* error) {
+  if (ParseEnumName(icr::v1::Place_descriptor(), value, "--place", place, error)) return true;
+  *error = "--place: unknown Place \"" + value + "\"; valid values: " + kPlaceChoices +
+           " (leave it out for all four)";
+  return false;
+}
+
+std::string Fixed(double v, int decimals) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.*f", decimals, v);
+  return buf;
+}
+
+// "31.0 / 31.0 (20)": mean / median (count); "-" when nothing was counted.
+std::string StatCell(const icr::v1::DurationStat& s, int decimals) {
+  if (s.count() == 0) return "-";
+  return Fixed(s.mean(), decimals) + " / " + Fixed(s.median(), decimals) + " (" +
+         WithCommas(s.count()) + ")";
+}
+
+std::string NhsSpaced(const std::string& n) {
+  if (n.size() != 10) return n;
+  return n.substr(0, 3) + " " + n.substr(3, 3) + " " + n.substr(6);
+}
+
+struct FlowOptions {
+  std::string from, to;  // UK dates, both inclusive
+  std::string place;     // empty: all Places
+  uint32_t top = 20;     // awaiting-discharge rows shown
+};
+
+int RunFlow(const GlobalOptions& g, const FlowOptions& f) {
+  std::string error;
+  int64_t from_day = 0, to_day = 0;
+  if (!ParseUkDate("--from", f.from, &from_day, &error)) return UsageError(error);
+  if (!ParseUkDate("--to", f.to, &to_day, &error)) return UsageError(error);
+  if (to_day < from_day) {
+    return UsageError("--to " + f.to + " is before --from " + f.from +
+                      " (--to is inclusive: --from 2022-05-23 --to 2022-05-23 is one day)");
+  }
+  icr::v1::Place place = icr::v1::PLACE_UNSPECIFIED;
+  if (!f.place.empty() && !ParsePlace(f.place, &place, &error)) return UsageError(error);
+
+  icr::v1::GetFlowMetricsRequest request;
+  wf::SetMicros(wf::UkLocalMidnightMicros(from_day), request.mutable_from());
+  wf::SetMicros(wf::UkLocalMidnightMicros(to_day + 1), request.mutable_to());
+  request.set_place(place);
+  auto stub = icr::v1::Workflow::NewStub(MakeChannel(g));
+  icr::v1::FlowMetrics m;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->GetFlowMetrics(&ctx, request, &m);
+  if (!st.ok()) return ReportRpcFailure("flow metrics", st, g);
+
+  if (g.json) return Out(jsonio::EventToJson(m)) ? kExitOk : StdoutFailed();
+
+  std::vector<std::string> lines;
+  lines.push_back("Flow " + DayString(from_day) + " to " + DayString(to_day) +
+                  " (UK dates, inclusive), " +
+                  (place == icr::v1::PLACE_UNSPECIFIED ? std::string("all Places")
+                                                       : PlaceOptionName(place)) +
+                  "; computed " + UkTimeString(m.computed_at()));
+  lines.push_back("Cells: mean / median (referrals counted); - where none. Days are UK calendar "
+                  "days (same day = 0).");
+  lines.push_back("");
+  const size_t w0 = 11, w1 = 11, w2 = 12, w3 = 23, w4 = 23;
+  lines.push_back(Pad("PATHWAY", w0) + Pad("REFERRALS", w1) + Pad("DISCHARGES", w2) +
+                  Pad("REFERRAL->BROKERAGE", w3) + Pad("BROKERAGE->OFFER", w4) +
+                  Pad("OFFER->DISCHARGE", w4) + "REFERRAL->DISCHARGE");
+  lines.push_back(Pad("", w0 + w1 + w2) + Pad("minutes", w3) + Pad("days", w4) + Pad("days", w4) +
+                  "days");
+  uint32_t weekend = 0, weekday = 0;
+  for (const auto& p : m.pathways()) {
+    const int n = static_cast<int>(p.pathway()) - static_cast<int>(icr::v1::PATHWAY_0);
+    weekend += p.weekend_discharges();
+    weekday += p.weekday_discharges();
+    lines.push_back(Pad("pathway " + std::to_string(n), w0) + Pad(WithCommas(p.referrals()), w1) +
+                    Pad(WithCommas(p.discharges()), w2) +
+                    Pad(StatCell(p.minutes_referral_to_brokerage(), 1), w3) +
+                    Pad(StatCell(p.days_brokerage_to_offer(), 2), w4) +
+                    Pad(StatCell(p.days_offer_to_discharge(), 2), w4) +
+                    StatCell(p.days_referral_to_discharge(), 2));
+  }
+  lines.push_back("");
+  const double ratio = m.weekend_to_weekday_ratio();
+  lines.push_back(Pad("weekend/weekday", 20) +
+                  (weekday == 0 ? std::string("- (no weekday discharges)")
+                                : Fixed(ratio, 2) + " per day (HICM target: at least 0.60" +
+                                      (ratio < 0.6 ? "; below it)" : "; met)")) +
+                  "; " + WithCommas(weekend) + " weekend and " + WithCommas(weekday) +
+                  " weekday discharges");
+  lines.push_back(Pad("open escalations", 20) + WithCommas(m.open_escalations()));
+  const int waiting = m.awaiting_discharge_size();
+  lines.push_back(Pad("awaiting discharge", 20) + WithCommas(static_cast<uint64_t>(waiting)) +
+                  (waiting == 0 ? "" : " medically optimised, not discharged (longest wait first)"));
+  if (waiting > 0) {
+    lines.push_back("");
+    size_t id_width = 12;
+    const int shown = std::min<int>(waiting, static_cast<int>(f.top));
+    for (int i = 0; i < shown; ++i) {
+      id_width = std::max(id_width, m.awaiting_discharge(i).referral_id().size() + 2);
+    }
+    lines.push_back(Pad("NHS NUMBER", 14) + Pad("REFERRAL", id_width) + Pad("PATHWAY", 9) +
+                    Pad("PLACE", 20) + Pad("STATUS", 24) + Pad("OPTIMISED (UK)", 18) +
+                    "WAITING");
+    for (int i = 0; i < shown; ++i) {
+      const auto& a = m.awaiting_discharge(i);
+      const int n = static_cast<int>(a.pathway()) - static_cast<int>(icr::v1::PATHWAY_0);
+      lines.push_back(Pad(NhsSpaced(a.nhs_number()), 14) + Pad(a.referral_id(), id_width) +
+                      Pad(n >= 0 && n <= 3 ? std::to_string(n) : "-", 9) +
+                      Pad(PlaceOptionName(a.place()), 20) +
+                      Pad(icr::v1::ReferralStatus_Name(a.status()), 24) +
+                      Pad(a.has_medically_optimised_at() ? UkTimeString(a.medically_optimised_at())
+                                                         : "(ready date)",
+                          18) +
+                      Fixed(a.hours_waiting(), 1) + " h");
+    }
+    if (waiting > shown) {
+      lines.push_back("... and " + WithCommas(static_cast<uint64_t>(waiting - shown)) +
+                      " more (--top N shows more; --json prints all)");
+    }
+  }
+  for (const auto& line : lines) {
+    if (!Out(line)) return StdoutFailed();
+  }
+  return kExitOk;
+}
+
+struct SimulateOptions {
+  uint64_t seed = 1;
+  int days = 1;
+  std::string start;            // YYYY-MM-DD (UK midnight) or RFC 3339; default by rate
+  std::string rate = "fast";    // fast | realtime
+  double admissions_per_day = 260;
+  bool dry_run = false;
+  size_t batch = 500;
+  bool progress = false;
+  std::string scenario;         // "coventry-2022": the exact table instead of a simulation
+};
+
+// "simulating: day 3 of 7 (2025-03-04 10:00), 12,345 events published,
+// 8,123 events/s, ETA 0:12" on stderr; redrawn on a terminal, a line a
+// second with --progress elsewhere.
+class SimulateProgress {
+ public:
+  SimulateProgress(bool enabled, bool tty, bool realtime, const std::string& verb)
+      : enabled_(enabled), tty_(tty), realtime_(realtime), verb_(verb) {}
+  ~SimulateProgress() { Finish(); }
+  void Update(int64_t sim_micros, int64_t start, int64_t stop, int days, uint64_t events,
+              bool force = false) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    const auto every = tty_ ? std::chrono::milliseconds(200) : std::chrono::milliseconds(1000);
+    if (!force && now - last_ < every) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    const int64_t day = std::min<int64_t>(days, std::max<int64_t>(1, (sim_micros - start) / kMicrosPerDay + 1));
+    google::protobuf::Timestamp t;
+    wf::SetMicros(sim_micros, &t);
+    std::string line = "simulating: day " + std::to_string(day) + " of " + std::to_string(days) +
+                       " (" + UkTimeString(t) + "), " + WithCommas(events) + " events " + verb_ +
+                       ", " + WithCommas(secs > 0 ? static_cast<uint64_t>(events / secs) : 0) +
+                       " events/s";
+    double eta = -1;
+    if (realtime_) {
+      eta = std::max<double>(0, static_cast<double>(stop - NowMicros()) / 1e6);
+    } else if (stop > start && sim_micros > start && secs > 0.5) {
+      const double fraction =
+          std::min(1.0, static_cast<double>(sim_micros - start) / static_cast<double>(stop - start));
+      eta = secs * (1 - fraction) / fraction;
+    }
+    if (eta >= 0) line += ", ETA " + Eta(eta);
+    if (tty_) {
+      std::fprintf(stderr, "\r%s   ", line.c_str());
+      shown_ = true;
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+  }
+  void Finish() {
+    if (shown_) std::fputc('\n', stderr);
+    shown_ = false;
+  }
+
+ private:
+  bool enabled_, tty_, realtime_;
+  std::string verb_;
+  bool shown_ = false;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_{};
+};
+
+// Publishes (or prints) a fixed list of events in batches; for --scenario.
+int PublishScenario(const GlobalOptions& g, const SimulateOptions& o,
+                    const std::vector<icr::v1::CareEvent>& events) {
+  const auto began = Clock::now();
+  uint64_t stored = 0, duplicates = 0;
+  auto stub = o.dry_run ? nullptr : icr::v1::Broker::NewStub(MakeChannel(g));
+  for (size_t i = 0; i < events.size(); i += o.batch) {
+    if (o.dry_run) {
+      for (size_t j = i; j < std::min(events.size(), i + o.batch); ++j) {
+        if (!Out(jsonio::EventToJson(events[j]))) return StdoutFailed();
+      }
+      continue;
+    }
+    icr::v1::PublishBatchRequest batch;
+    for (size_t j = i; j < std::min(events.size(), i + o.batch); ++j) *batch.add_events() = events[j];
+    icr::v1::PublishBatchResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, g);
+    grpc::Status st = stub->PublishBatch(&ctx, batch, &response);
+    if (!st.ok()) {
+      Err("simulate --scenario " + o.scenario + ": publish failed for the batch from event " +
+          WithCommas(i + 1) + ": " + StatusText(st));
+      Err(Advice(st, g, "publish"));
+      Err(WithCommas(stored + duplicates) + " event(s) were stored before it; running the same "
+          "command again is safe (the broker recognises events it already has)");
+      return kExitFailure;
+    }
+    for (const auto& r : response.results()) (r.duplicate() ? duplicates : stored) += 1;
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - began).count();
+  const std::string line = "scenario " + o.scenario + ": " + WithCommas(events.size()) +
+                           " events " +
+                           (o.dry_run ? std::string("written")
+                                      : "published (" + WithCommas(duplicates) + " duplicates)") +
+                           ", " + Seconds(secs) + " s; see them with `icrctl flow --from "
+                           "2022-05-23 --to 2022-06-26 --place coventry` (and 2022-06-27 to "
+                           "2022-07-31)";
+  if (o.dry_run) {
+    Err(line);
+    return kExitOk;
+  }
+  if (g.json) {
+    nlohmann::ordered_json j = {{"scenario", o.scenario},
+                                {"events", events.size()},
+                                {"stored", stored},
+                                {"duplicates", duplicates}};
+    return Out(j.dump()) ? kExitOk : StdoutFailed();
+  }
+  return Out(line) ? kExitOk : StdoutFailed();
+}
+
+int RunSimulate(const GlobalOptions& g, const SimulateOptions& o) {
+  if (!o.scenario.empty()) {
+    // Coventry's 2022/23 table (domain.md section 3.3), 20 referrals per
+    // pathway and period, seeded by --seed.
+    wf::FlowScenario scenario = wf::CoventryTable2022Scenario(20);
+    scenario.seed = o.seed;
+    return PublishScenario(g, o, wf::BuildFlowScenario(scenario));
+  }
+  const bool realtime = o.rate == "realtime";
+  const int64_t now = NowMicros() / 1000000 * 1000000;  // whole seconds: --start can repeat it
+  int64_t start = 0;
+  if (!o.start.empty()) {
+    int64_t day = 0;
+    std::string error;
+    google::protobuf::Timestamp t;
+    if (ParseUkDate("--start", o.start, &day, &error)) {
+      start = wf::UkLocalMidnightMicros(day);
+    } else if (o.start.size() > 10 && ParseTime(o.start, &t)) {
+      start = wf::MicrosOf(t);
+    } else {
+      return UsageError("--start: \"" + o.start +
+                        "\" is not a date or time: use YYYY-MM-DD (UK midnight) or RFC 3339 "
+                        "such as 2025-03-10T09:00:00Z");
+    }
+  } else {
+    start = realtime ? now : now - o.days * kMicrosPerDay;
+  }
+  int64_t stop = start + o.days * kMicrosPerDay;
+  if (!realtime) {
+    if (start >= now) {
+      return UsageError("--start " + o.start +
+                        " is not in the past: with --rate fast every event must have happened "
+                        "already (the broker refuses occurred_at more than 5 minutes ahead); "
+                        "give an earlier --start, or use --rate realtime");
+    }
+    if (stop > now) {
+      Err("the simulation ends now: events after " + UkTimeString([&] {
+            google::protobuf::Timestamp t;
+            wf::SetMicros(now, &t);
+            return t;
+          }()) + " (UK) are not generated; use --rate realtime to go on in real time");
+      stop = now;
+    }
+  }
+
+  wf::SimulationOptions so;
+  so.seed = o.seed;
+  so.start_micros = start;
+  so.days = o.days;
+  so.admissions_per_day = o.admissions_per_day;
+  so.stop_micros = stop;
+  wf::Simulator sim(so);
+
+  google::protobuf::Timestamp start_ts;
+  wf::SetMicros(start, &start_ts);
+  const std::string start_text = TimeUtil::ToString(start_ts);
+  const std::string rerun = "icrctl simulate --seed " + std::to_string(o.seed) + " --days " +
+                            std::to_string(o.days) + " --start " + start_text +
+                            (o.admissions_per_day != 260
+                                 ? " --admissions-per-day " + Fixed(o.admissions_per_day, 0)
+                                 : std::string()) +
+                            (realtime ? " --rate realtime" : "");
+
+  std::atomic<bool> stop_flag{false};
+  SignalWatcher::Get().SetHook([&stop_flag] { stop_flag = true; });
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  SimulateProgress progress(tty || o.progress, tty, realtime, o.dry_run ? "written" : "published");
+  auto stub = o.dry_run ? nullptr : icr::v1::Broker::NewStub(MakeChannel(g));
+  const auto began = Clock::now();
+
+  uint64_t sent = 0, stored = 0, duplicates = 0;
+  icr::v1::PublishBatchRequest batch;
+  bool failed = false, stdout_failed = false;
+  int64_t last_at = start;
+
+  // Sends the queued events as one PublishBatch (stored all or none).
+  auto flush = [&]() -> bool {
+    if (batch.events_size() == 0) return true;
+    icr::v1::PublishBatchResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, g);
+    grpc::Status st = stub->PublishBatch(&ctx, batch, &response);
+    if (!st.ok()) {
+      progress.Finish();
+      size_t index = 0;
+      const std::string& m = st.error_message();
+      if (m.rfind("events[", 0) == 0) index = std::strtoul(m.c_str() + 7, nullptr, 10);
+      if (index >= static_cast<size_t>(batch.events_size())) index = 0;
+      const icr::v1::CareEvent& e = batch.events(static_cast<int>(index));
+      Err("simulate: publish failed for event " + WithCommas(sent + index + 1) + " (" +
+          EventTypeName(e) + ", sourceMessageId " + e.source_message_id() + ", NHS number " +
+          e.nhs_number() + "): " + StatusText(st));
+      Err(Advice(st, g, "publish"));
+      Err(WithCommas(stored + duplicates) + " event(s) were stored before it; its batch of " +
+          WithCommas(static_cast<uint64_t>(batch.events_size())) +
+          " was not (a batch is stored all or none). Resend the same events with `" + rerun +
+          "`: the broker recognises those it already has");
+      failed = true;
+      return false;
+    }
+    for (const auto& r : response.results()) {
+      if (r.duplicate()) {
+        ++duplicates;
+      } else {
+        ++stored;
+      }
+    }
+    sent += static_cast<uint64_t>(batch.events_size());
+    batch.clear_events();
+    return true;
+  };
+
+  icr::v1::CareEvent e;
+  uint64_t produced = 0;
+  while (!stop_flag && sim.Next(&e)) {
+    const int64_t due = wf::MicrosOf(e.occurred_at());
+    last_at = due;
+    if (realtime && due > NowMicros()) {
+      // Nothing more is due yet: send what is, then wait for this event.
+      if (!o.dry_run && !flush()) break;
+      while (!stop_flag && due > NowMicros()) {
+        const int64_t wait = std::min<int64_t>(due - NowMicros(), 200000);
+        std::this_thread::sleep_for(std::chrono::microseconds(std::max<int64_t>(wait, 1000)));
+        progress.Update(std::min(NowMicros(), due), start, stop, o.days, o.dry_run ? produced : sent);
+      }
+      if (stop_flag) break;
+    }
+    ++produced;
+    if (o.dry_run) {
+      if (!Out(jsonio::EventToJson(e))) {
+        stdout_failed = true;
+        break;
+      }
+      ++sent;
+    } else {
+      *batch.add_events() = e;
+      if (batch.events_size() >= static_cast<int>(o.batch) && !flush()) break;
+    }
+    progress.Update(due, start, stop, o.days, sent);
+  }
+  // Events already generated are sent even after Ctrl-C.
+  if (!failed && !stdout_failed && !o.dry_run) flush();
+  progress.Update(last_at, start, stop, o.days, sent, /*force=*/true);
+  progress.Finish();
+  SignalWatcher::Get().SetHook(nullptr);
+  if (stdout_failed) return StdoutFailed();
+
+  const wf::SimulationStats& s = sim.stats();
+  const double secs = std::chrono::duration<double>(Clock::now() - began).count();
+  const double rate = secs > 0 ? sent / secs : 0;
+  const bool interrupted = stop_flag.load();
+  if (g.json && !o.dry_run) {
+    nlohmann::ordered_json j = {{"seed", o.seed},
+                                {"start", start_text},
+                                {"days", o.days},
+                                {"rate", o.rate},
+                                {"admissions", s.admissions},
+                                {"referrals", s.referrals},
+                                {"referralsByPathway", s.referrals_by_pathway},
+                                {"offers", s.offers},
+                                {"declines", s.declines},
+                                {"withdrawals", s.withdrawals},
+                                {"discharges", s.discharges},
+                                {"events", sent},
+                                {"stored", stored},
+                                {"duplicates", duplicates},
+                                {"elapsedSeconds", std::round(secs * 1000) / 1000},
+                                {"eventsPerSecond", std::round(rate * 10) / 10},
+                                {"interrupted", interrupted},
+                                {"failed", failed}};
+    if (!Out(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace))) {
+      return StdoutFailed();
+    }
+  } else {
+    std::string line =
+        std::string(o.dry_run ? "simulated (dry run) " : "simulated ") + std::to_string(o.days) +
+        (o.days == 1 ? " day" : " days") + " from " + start_text + " (seed " +
+        std::to_string(o.seed) + "): " + WithCommas(s.admissions) + " admissions, " +
+        WithCommas(s.referrals) + " referrals (pathway 0/1/2/3: " +
+        WithCommas(s.referrals_by_pathway[0]) + "/" + WithCommas(s.referrals_by_pathway[1]) + "/" +
+        WithCommas(s.referrals_by_pathway[2]) + "/" + WithCommas(s.referrals_by_pathway[3]) +
+        "), " + WithCommas(s.discharges) + " discharges, " + WithCommas(sent) + " events " +
+        (o.dry_run ? "written" : "published (" + WithCommas(duplicates) + " duplicates)") + ", " +
+        Seconds(secs) + " s, " + WithCommas(static_cast<uint64_t>(rate)) + " events/s";
+    // With --dry-run stdout carries the events: the summary goes to stderr.
+    if (o.dry_run) {
+      Err(line);
+    } else if (!Out(line)) {
+      return StdoutFailed();
+    }
+  }
+  if (interrupted && !failed) {
+    Err("interrupted: the simulation stopped at " + UkTimeString([&] {
+          google::protobuf::Timestamp t;
+          wf::SetMicros(last_at, &t);
+          return t;
+        }()) + " (UK); generated events up to then were " +
+        (o.dry_run ? "written" : "sent"));
+  }
+  return failed ? kExitFailure : kExitOk;
+}
+
+// ---------------------------------------------------------------------------
 // completion bash
 // ---------------------------------------------------------------------------
 
@@ -1820,10 +2335,14 @@ std::string BashCompletion(const CLI::App& app) {
        "\" -- \"$cur\")); return ;;\n";
   s += "    --file|-f|--mapping|--errors) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
   s += "    --format) COMPREPLY=($(compgen -W \"csv\" -- \"$cur\")); return ;;\n";
+  s += "    --rate) COMPREPLY=($(compgen -W \"fast realtime\" -- \"$cur\")); return ;;\n";
+  s += "    --scenario) COMPREPLY=($(compgen -W \"coventry-2022\" -- \"$cur\")); return ;;\n";
+  s += "    --place) COMPREPLY=($(compgen -W \"coventry rugby warwickshire-north "
+       "south-warwickshire\" -- \"$cur\")); return ;;\n";
   s += "    --from) [[ \"$cmd\" == tail || \"$cmd\" == subscribe ]] && "
        "COMPREPLY=($(compgen -W \"latest earliest\" -- \"$cur\")); return ;;\n";
-  s += "    --broker|--timeout|--batch|--name|--org|--addressee|--nhs|--count|--to|--limit) "
-       "return ;;\n";
+  s += "    --broker|--timeout|--batch|--name|--org|--addressee|--nhs|--count|--to|--limit|"
+       "--top|--seed|--days|--start|--admissions-per-day) return ;;\n";
   s += "  esac\n";
   s += "  case \"$cmd\" in\n";
   s += "    \"\") words=\"$commands $global\" ;;\n";
@@ -1950,6 +2469,63 @@ int Main(int argc, char** argv) {
       ->type_name("TIME");
   history->add_option("--limit", h.limit, "At most N events (default: all)")->type_name("N");
 
+  FlowOptions fl;
+  auto* flow = app.add_subcommand(
+      "flow", "Discharge flow metrics per pathway over a period (Workflow/GetFlowMetrics): "
+              "minutes to brokerage, days to an offer and to discharge, weekend ratio, people "
+              "waiting, open escalations");
+  flow->add_option("--from", fl.from, "First UK date of the period")
+      ->required()
+      ->type_name("YYYY-MM-DD");
+  flow->add_option("--to", fl.to, "Last UK date of the period (inclusive)")
+      ->required()
+      ->type_name("YYYY-MM-DD");
+  flow->add_option("--place", fl.place,
+                   "Only this Place: coventry, rugby, warwickshire-north or south-warwickshire "
+                   "(default: all)")
+      ->type_name("PLACE");
+  flow->add_option("--top", fl.top, "Awaiting-discharge rows shown in the table (default 20)")
+      ->check(CLI::Range(0u, 100000u))
+      ->type_name("N");
+
+  SimulateOptions sm;
+  auto* simulate = app.add_subcommand(
+      "simulate", "Publish a simulated Coventry & Warwickshire event stream (admissions, "
+                  "discharge referrals on pathways 0-3, brokerage, discharges), seeded and "
+                  "repeatable; test-range NHS numbers only");
+  simulate->add_option("--seed", sm.seed, "Seed of every random choice (default 1)")
+      ->type_name("N");
+  simulate->add_option("--days", sm.days, "Days of admissions (default 1)")
+      ->check(CLI::Range(1, 3650))
+      ->type_name("D");
+  simulate->add_option("--start", sm.start,
+                       "Start: a UK date (its midnight) or an RFC 3339 time (default: now minus "
+                       "--days with --rate fast, now with --rate realtime)")
+      ->type_name("YYYY-MM-DD|TIME");
+  simulate->add_option("--rate", sm.rate,
+                       "fast: publish as fast as the broker takes it (all events in the past); "
+                       "realtime: publish each event at its occurred_at (default fast)")
+      ->check(CLI::IsMember({"fast", "realtime"}))
+      ->type_name("fast|realtime");
+  simulate->add_option("--admissions-per-day", sm.admissions_per_day,
+                       "Mean admissions a day over the four sites (default 260)")
+      ->check(CLI::Range(1.0, 100000.0))
+      ->type_name("N");
+  simulate->add_option("--batch", sm.batch,
+                       "Events per PublishBatch request (default 500; each is stored all or "
+                       "none)")
+      ->check(CLI::Range(size_t{1}, size_t{10000}))
+      ->type_name("N");
+  simulate->add_option("--scenario", sm.scenario,
+                       "Instead of a simulation, publish the exact Coventry 2022/23 flow table "
+                       "(23/05-26/06 and 27/06-31/07/2022, pathways 1 and 2; docs/icrctl.md)")
+      ->check(CLI::IsMember({"coventry-2022"}))
+      ->type_name("coventry-2022");
+  simulate->add_flag("--dry-run", sm.dry_run,
+                     "Print the events as JSON Lines on stdout instead of publishing them");
+  simulate->add_flag("--progress", sm.progress,
+                     "Show progress on stderr even when it is not a terminal (a line a second)");
+
   auto* status = app.add_subcommand("status", "Broker health, version, positions and counts");
   auto* subscriptions = app.add_subcommand("subscriptions", "Durable subscriptions: cursor, "
                                                             "lag, parked events");
@@ -1980,6 +2556,8 @@ int Main(int argc, char** argv) {
       "  icrctl import --mapping care-packages.mapping.json care-packages.csv\n"
       "  icrctl tail --type DISCHARGE_REFERRAL --addressee CCC/HSCT-UHCW --from earliest\n"
       "  icrctl history 9997654323\n"
+      "  icrctl flow --from 2022-05-23 --to 2022-06-26 --place coventry\n"
+      "  icrctl simulate --seed 7 --days 3\n"
       "  icrctl status\n"
       "Exit status: 0 success, 1 a request or input failed, 2 a usage error.\n"
       "Docs: docs/icrctl.md");
@@ -2010,6 +2588,8 @@ int Main(int argc, char** argv) {
   if (import_cmd->parsed()) return RunImport(g, im);
   if (tail->parsed()) return RunTail(g, t);
   if (history->parsed()) return RunHistory(g, h);
+  if (flow->parsed()) return RunFlow(g, fl);
+  if (simulate->parsed()) return RunSimulate(g, sm);
   if (status->parsed()) return RunStatus(g);
   if (subscriptions->parsed()) return RunSubscriptions(g);
   if (parked->parsed()) return RunParked(g, o);

@@ -159,6 +159,7 @@ TEST(BrokerE2ETest, ResendReturnsOriginalPositionAndStoresNothingNew) {
   // The same message id from another source system is a different message.
   auto other_source = ReferralEvent(TestNhsNumber(0), "msg-42");
   other_source.set_source_system_id("geh-epr");
+  other_source.mutable_discharge_referral()->set_referral_id("GEH-msg-42");
   auto third = MustPublish(stub.get(), other_source);
   EXPECT_FALSE(third.duplicate());
   EXPECT_EQ(third.position(), 3u);

@@ -905,7 +905,7 @@ TEST_F(StoreTest, RefusesUnknownSchemaVersion) {
   ASSERT_TRUE(AppendSync(store_.get(), {MakeEvent("s1", nhs_[0])}).status.ok());
   store_.reset();
   {
-    // Plant version "2" the way a future broker would.
+    // Plant version "3" the way a future broker would.
     std::vector<std::string> names;
     ASSERT_TRUE(
         rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), options_.data_dir, &names).ok());
@@ -916,14 +916,14 @@ TEST_F(StoreTest, RefusesUnknownSchemaVersion) {
     ASSERT_TRUE(
         rocksdb::DB::Open(rocksdb::DBOptions(), options_.data_dir, descriptors, &handles, &raw)
             .ok());
-    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "schema_version", "2").ok());
+    ASSERT_TRUE(raw->Put(rocksdb::WriteOptions(), "schema_version", "3").ok());
     for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
     delete raw;
   }
   std::unique_ptr<EventStore> store;
   Status s = OpenRocksDbStore(options_, &store);
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
-  EXPECT_NE(s.message().find("schema version '2'"), std::string::npos) << s.ToString();
+  EXPECT_NE(s.message().find("schema version '3'"), std::string::npos) << s.ToString();
   EXPECT_NE(s.message().find(options_.data_dir), std::string::npos) << s.ToString();
 }
 

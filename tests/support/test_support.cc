@@ -88,12 +88,22 @@ icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& mess
   return e;
 }
 
-TestBroker::TestBroker(const std::string& data_dir, icr::store::Durability durability) {
+icr::broker::BrokerOptions TestBrokerOptions(const std::string& data_dir) {
   icr::broker::BrokerOptions options;
   options.data_dir = data_dir;
   options.listen_address = "127.0.0.1:0";
-  options.durability = durability;
   options.shutdown_grace_ms = 1000;
+  return options;
+}
+
+TestBroker::TestBroker(const std::string& data_dir, icr::store::Durability durability) {
+  icr::broker::BrokerOptions options = TestBrokerOptions(data_dir);
+  options.durability = durability;
+  auto s = icr::broker::BrokerServer::Start(options, &server_);
+  if (!s.ok()) throw std::runtime_error("broker did not start: " + s.ToString());
+}
+
+TestBroker::TestBroker(const icr::broker::BrokerOptions& options) {
   auto s = icr::broker::BrokerServer::Start(options, &server_);
   if (!s.ok()) throw std::runtime_error("broker did not start: " + s.ToString());
 }
@@ -102,6 +112,11 @@ TestBroker::~TestBroker() { Shutdown(); }
 
 void TestBroker::Shutdown() {
   if (server_) server_->Shutdown();
+}
+
+std::unique_ptr<icr::v1::Workflow::Stub> TestBroker::NewWorkflowStub() const {
+  return icr::v1::Workflow::NewStub(
+      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
 }
 
 std::unique_ptr<icr::v1::Broker::Stub> TestBroker::NewStub() const {

@@ -9,6 +9,7 @@
 
 #include "broker/broker.h"
 #include "icr/v1/broker.grpc.pb.h"
+#include "icr/v1/workflow.grpc.pb.h"
 
 namespace icr::testing {
 
@@ -34,15 +35,21 @@ icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& mes
 // A valid URGENT pathway-1 discharge referral addressed to CCC/HSCT-UHCW.
 icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& message_id);
 
+// Options for a broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
+icr::broker::BrokerOptions TestBrokerOptions(const std::string& data_dir);
+
 // A broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
 class TestBroker {
  public:
   explicit TestBroker(const std::string& data_dir,
                       icr::store::Durability durability = icr::store::Durability::kSync);
+  // REQUIRES: options.listen_address has port 0 (see TestBrokerOptions).
+  explicit TestBroker(const icr::broker::BrokerOptions& options);
   ~TestBroker();
   int port() const { return server_->port(); }
   std::string address() const { return "127.0.0.1:" + std::to_string(port()); }
   std::unique_ptr<icr::v1::Broker::Stub> NewStub() const;
+  std::unique_ptr<icr::v1::Workflow::Stub> NewWorkflowStub() const;
   void Shutdown();
 
  private:

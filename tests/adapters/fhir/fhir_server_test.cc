@@ -242,6 +242,10 @@ TEST_F(FhirServerTest, EachFixtureIsStoredOnceAndAResendReturnsItsPosition) {
        "ServiceRequest",
        "9990000042",
        {icr::v1::DISCHARGE_REFERRAL}},
+      // The referral's lifecycle in order (the broker refuses illegal
+      // transitions): accepted, forwarded, placement requested, cancelled.
+      {"task-accepted.json", "Task", "9990000042", {icr::v1::REFERRAL_STATUS_CHANGE}},
+      {"task-status.json", "Task", "9990000042", {icr::v1::REFERRAL_STATUS_CHANGE}},
       {"servicerequest-placement-request.json",
        "ServiceRequest",
        "9990000042",
@@ -250,7 +254,6 @@ TEST_F(FhirServerTest, EachFixtureIsStoredOnceAndAResendReturnsItsPosition) {
        "ServiceRequest",
        "9990000042",
        {icr::v1::PLACEMENT_CANCELLATION}},
-      {"task-status.json", "Task", "9990000042", {icr::v1::REFERRAL_STATUS_CHANGE}},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.fixture);
@@ -360,6 +363,11 @@ TEST_F(FhirServerTest, TransactionWithOneBadEntryStoresNothing) {
 }
 
 TEST_F(FhirServerTest, BatchBundleAnswersEachEntry) {
+  // The batch's Task accepts referral REF-4401: create it first.
+  json referral = json::parse(Fixture("servicerequest-discharge-referral.json"));
+  referral["identifier"][0]["value"] = "REF-4401";
+  referral["subject"]["identifier"]["value"] = "9990000077";
+  ASSERT_EQ(Post("/fhir/r4/ServiceRequest", referral.dump()).status, 201);
   json b = json::parse(Fixture("bundle-batch.json"));
   b["entry"][1]["resource"]["subject"]["identifier"]["value"] = "9990000019";
   HttpReply r = Post("/fhir/r4", b.dump());
@@ -371,8 +379,9 @@ TEST_F(FhirServerTest, BatchBundleAnswersEachEntry) {
   EXPECT_TRUE(HasIssue(resp["entry"][1]["response"]["outcome"], "value",
                        "Bundle.entry[1].resource.subject.identifier.value", "Modulus 11"));
   auto history = History("9990000077");
-  ASSERT_EQ(history.size(), 1u);
-  EXPECT_EQ(history[0].event_type(), icr::v1::REFERRAL_STATUS_CHANGE);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_EQ(history[0].event_type(), icr::v1::DISCHARGE_REFERRAL);
+  EXPECT_EQ(history[1].event_type(), icr::v1::REFERRAL_STATUS_CHANGE);
 }
 
 // A Patient body nested exactly `depth` deep, padded with spaces to `size`.
@@ -870,6 +879,16 @@ class FakeStore : public store::EventStore {
   store::Status ListParked(const std::string&, size_t,
                            std::vector<std::pair<uint64_t, std::string>>*) override {
     return {};
+  }
+  store::Status GetState(const std::string&, std::string*) override {
+    return store::Status::NotFound("no state in this fake");
+  }
+  store::Status ScanState(const std::string&,
+                   const std::function<bool(std::string_view, std::string_view)>&) override {
+    return store::Status::Ok();
+  }
+  store::Status PutState(const std::string&, const std::string&) override {
+    return store::Status::Unavailable("this fake store keeps no state");
   }
   store::StoreStats Stats() const override { return {}; }
   void Close() override {}

@@ -289,6 +289,16 @@ class FailingStore : public icr::store::EventStore {
                     std::vector<std::pair<uint64_t, std::string>>*) override {
     return {};
   }
+  icr::store::Status GetState(const std::string&, std::string*) override {
+    return icr::store::Status::NotFound("no state in this fake");
+  }
+  icr::store::Status ScanState(const std::string&,
+                   const std::function<bool(std::string_view, std::string_view)>&) override {
+    return icr::store::Status::Ok();
+  }
+  icr::store::Status PutState(const std::string&, const std::string&) override {
+    return icr::store::Status::Unavailable("this fake store keeps no state");
+  }
   icr::store::StoreStats Stats() const override { return {}; }
   void Close() override {}
 };

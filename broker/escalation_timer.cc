@@ -1,0 +1,149 @@
+#include "broker/escalation_timer.h"
+
+#include <chrono>
+#include <cstdio>
+#include <vector>
+
+#include "broker/hub.h"
+#include "broker/ingest.h"
+#include "broker/timestamp.h"
+#include "broker/validation.h"
+#include "broker/workflow/state_machine.h"
+#include "broker/workflow_reader.h"
+
+namespace icr::broker {
+namespace {
+
+namespace keys = workflow::keys;
+
+std::string Detail(icr::v1::EscalationKind kind) {
+  switch (kind) {
+    case icr::v1::NO_MANAGEMENT_PLAN:
+      return "no management plan: the referral was not accepted within the time allowed";
+    case icr::v1::NOT_FORWARDED_TO_BROKERAGE:
+      return "not forwarded to brokerage within the time allowed";
+    case icr::v1::NO_OFFER:
+      return "brokerage has made no service offer within the pathway's time";
+    case icr::v1::D2A_OVER_SIX_WEEKS:
+      return "in D2A capacity beyond 6 weeks of the initial placement";
+    default:
+      return "deadline passed";
+  }
+}
+
+}  // namespace
+
+EscalationTimer::EscalationTimer(store::EventStore* store, Ingest* ingest,
+                                 EscalationTimerOptions options)
+    : store_(store), ingest_(ingest), options_(std::move(options)), timer_(io_) {}
+
+EscalationTimer::~EscalationTimer() { Stop(); }
+
+void EscalationTimer::Start() {
+  if (!options_.enabled) return;
+  boost::asio::post(io_, [this] { Check(); });
+  thread_ = std::thread([this] { io_.run(); });
+}
+
+void EscalationTimer::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  io_.stop();
+  if (thread_.joinable()) thread_.join();
+  // Publishes already handed to the store are answered before it closes;
+  // wait for their callbacks, which touch this object.
+  while (pending_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
+void EscalationTimer::Arm() {
+  timer_.expires_after(std::chrono::milliseconds(options_.poll_ms));
+  timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) Check();
+  });
+}
+
+void EscalationTimer::Check() {
+  const int64_t now = NowMicros();
+  struct Due {
+    std::string key;
+    int64_t due;
+    std::string referral_id;
+    icr::v1::EscalationKind kind;
+  };
+  std::vector<Due> due;
+  store::Status s = store_->ScanState(std::string(keys::kDeadline),
+                                      [&](std::string_view key, std::string_view) {
+                                        Due d;
+                                        if (!keys::ParseDeadlineKey(key, &d.due, &d.referral_id,
+                                                                    &d.kind)) {
+                                          return true;  // not ours to judge; skip
+                                        }
+                                        if (d.due > now) return false;  // keys sort by time
+                                        d.key = std::string(key);
+                                        due.push_back(std::move(d));
+                                        return due.size() < 1000;
+                                      });
+  if (!s.ok()) {
+    std::fprintf(stderr, "icr-broker: escalation timer: %s (retrying)\n", s.ToString().c_str());
+  }
+  for (Due& d : due) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_ || in_flight_.count(d.key) || dropped_.count(d.key)) continue;
+      in_flight_.insert(d.key);
+    }
+    icr::v1::Referral referral;
+    store::Status rs = ReadReferral(store_, d.referral_id, &referral);
+    if (!rs.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_flight_.erase(d.key);
+      if (rs.code() == store::StatusCode::kNotFound) dropped_.insert(d.key);
+      continue;
+    }
+    icr::v1::CareEvent e;
+    e.set_source_system_id(kBrokerSourceSystem);
+    e.set_source_organisation(options_.organisation);
+    // Escalations concern the council's discharge work (care setting of the
+    // teams they go to); the ICB raises them.
+    e.set_care_setting(icr::v1::SOCIAL_CARE);
+    e.set_source_message_id("escalation:" + d.referral_id + ":" +
+                            icr::v1::EscalationKind_Name(d.kind) + ":" + std::to_string(d.due));
+    e.set_nhs_number(referral.nhs_number());
+    SetTimestamp(e.mutable_occurred_at(), d.due);
+    e.set_priority(icr::v1::URGENT);
+    e.set_place(referral.place());
+    if (referral.has_addressee()) *e.mutable_addressee() = referral.addressee();
+    auto* esc = e.mutable_escalation();
+    esc->set_referral_id(d.referral_id);
+    esc->set_kind(d.kind);
+    SetTimestamp(esc->mutable_deadline(), d.due);
+    esc->set_referral_status(referral.status());
+    esc->set_pathway(referral.pathway());
+    esc->set_detail(Detail(d.kind));
+    std::vector<icr::v1::CareEvent> events;
+    events.push_back(std::move(e));
+    pending_.fetch_add(1);
+    ingest_->Publish(std::move(events), false,
+                     [this, key = d.key](const store::Status& st,
+                                         std::vector<store::AppendResult> results) {
+                       {
+                         std::lock_guard<std::mutex> lock(mu_);
+                         in_flight_.erase(key);
+                         if (st.ok()) {
+                           if (!results.empty() && !results[0].duplicate) raised_.fetch_add(1);
+                         } else if (st.code() == store::StatusCode::kFailedPrecondition ||
+                                    st.code() == store::StatusCode::kInvalidArgument) {
+                           // The referral moved on: the deadline no longer applies.
+                           dropped_.insert(key);
+                         }
+                       }
+                       pending_.fetch_sub(1);
+                     });
+  }
+  Arm();
+}
+
+}  // namespace icr::broker

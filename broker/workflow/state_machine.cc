@@ -1,0 +1,438 @@
+#include "broker/workflow/state_machine.h"
+
+#include <algorithm>
+#include <set>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "broker/workflow/referral.h"
+#include "broker/workflow/summary.h"
+#include "store/keys.h"
+
+namespace icr::broker::workflow {
+namespace keys {
+
+std::string Key(std::string_view prefix, std::string_view id) {
+  std::string k;
+  k.reserve(prefix.size() + id.size());
+  k.append(prefix);
+  k.append(id);
+  return k;
+}
+
+std::string TeamKey(const icr::v1::TeamRef& team) {
+  std::string k(kTeam);
+  k += team.organisation();
+  k.push_back('\0');
+  k += team.team_code();
+  return k;
+}
+
+std::string DeadlineKey(int64_t due_micros, std::string_view referral_id,
+                        icr::v1::EscalationKind kind) {
+  std::string k(kDeadline);
+  store::keys::AppendPosition(static_cast<uint64_t>(std::max<int64_t>(due_micros, 0)), &k);
+  k.append(referral_id);
+  k.push_back('\0');
+  k.push_back(static_cast<char>(kind));
+  return k;
+}
+
+bool ParseDeadlineKey(std::string_view key, int64_t* due_micros, std::string* referral_id,
+                      icr::v1::EscalationKind* kind) {
+  const size_t head = kDeadline.size() + store::keys::kPositionLength;
+  if (key.size() < head + 2 || key.substr(0, kDeadline.size()) != kDeadline) return false;
+  uint64_t due = 0;
+  if (!store::keys::DecodePosition(key.substr(kDeadline.size(), store::keys::kPositionLength),
+                                   &due)) {
+    return false;
+  }
+  if (key[key.size() - 2] != '\0') return false;
+  const int k = static_cast<unsigned char>(key.back());
+  if (!icr::v1::EscalationKind_IsValid(k)) return false;
+  *due_micros = static_cast<int64_t>(due);
+  referral_id->assign(key.substr(head, key.size() - 2 - head));
+  *kind = static_cast<icr::v1::EscalationKind>(k);
+  return true;
+}
+
+}  // namespace keys
+
+namespace {
+
+using icr::v1::CareEvent;
+using icr::v1::Referral;
+using store::Status;
+
+int64_t Micros(const google::protobuf::Timestamp& t) {
+  return t.seconds() * 1000000 + t.nanos() / 1000;
+}
+
+bool IsWorkflowType(CareEvent::PayloadCase c) {
+  switch (c) {
+    case CareEvent::kDischargeReferral:
+    case CareEvent::kReferralStatusChange:
+    case CareEvent::kPlacementRequest:
+    case CareEvent::kPlacementOffer:
+    case CareEvent::kPlacementAcceptance:
+    case CareEvent::kPlacementDecline:
+    case CareEvent::kPlacementCancellation:
+    case CareEvent::kEscalation:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool Escalated(const Referral& r, icr::v1::EscalationKind kind) {
+  return std::find(r.open_escalations().begin(), r.open_escalations().end(), kind) !=
+         r.open_escalations().end();
+}
+
+using Deadline = std::pair<int64_t, icr::v1::EscalationKind>;
+
+// The deadlines a referral in this state is waiting on (none once raised).
+std::vector<Deadline> DeadlinesFor(const Referral& r, const WorkflowOptions& o) {
+  std::vector<Deadline> out;
+  constexpr int64_t kMicros = 1000000;
+  const auto s = r.status();
+  if (s == icr::v1::CREATED && !Escalated(r, icr::v1::NO_MANAGEMENT_PLAN)) {
+    out.emplace_back(Micros(r.created_at()) + o.management_plan_seconds * kMicros,
+                     icr::v1::NO_MANAGEMENT_PLAN);
+  }
+  if ((s == icr::v1::CREATED || s == icr::v1::ACCEPTED) && r.pathway() != icr::v1::PATHWAY_0 &&
+      !Escalated(r, icr::v1::NOT_FORWARDED_TO_BROKERAGE)) {
+    out.emplace_back(Micros(r.created_at()) + o.forward_to_brokerage_seconds * kMicros,
+                     icr::v1::NOT_FORWARDED_TO_BROKERAGE);
+  }
+  const int pw = r.pathway() - icr::v1::PATHWAY_0;  // 0..3
+  if ((s == icr::v1::FORWARDED_TO_BROKERAGE || s == icr::v1::PLACEMENT_REQUESTED) && pw >= 1 &&
+      pw <= 3 && o.offer_seconds[pw] > 0 && !Escalated(r, icr::v1::NO_OFFER)) {
+    out.emplace_back(Micros(r.forwarded_at()) + o.offer_seconds[pw] * kMicros, icr::v1::NO_OFFER);
+  }
+  if (r.in_d2a() && !Escalated(r, icr::v1::D2A_OVER_SIX_WEEKS)) {
+    out.emplace_back(Micros(r.discharged_at()) + o.d2a_max_seconds * kMicros,
+                     icr::v1::D2A_OVER_SIX_WEEKS);
+  }
+  return out;
+}
+
+class WorkflowStateMachine final : public store::StateMachine {
+ public:
+  explicit WorkflowStateMachine(const WorkflowOptions& options) : options_(options) {}
+
+  Status Apply(CareEvent* event, store::StateTxn* txn) override {
+    Status s = ApplySummary(event, txn);
+    if (!s.ok()) return s;
+    return ApplyWorkflow(event, txn);
+  }
+
+  bool Fold(std::string_view key, const std::string* existing,
+            const std::vector<std::string_view>& operands, std::string* out) const override {
+    if (key.substr(0, keys::kSummary.size()) != keys::kSummary) return false;
+    icr::v1::CareSummary summary;
+    if (existing != nullptr && !summary.ParseFromString(*existing)) return false;
+    for (std::string_view op : operands) {
+      if (op.empty()) return false;
+      const std::string_view body = op.substr(1);
+      if (op[0] == 'E') {
+        CareEvent e;
+        if (!e.ParseFromArray(body.data(), static_cast<int>(body.size()))) return false;
+        ApplyEventToSummary(e, &summary);
+      } else if (op[0] == 'S') {
+        icr::v1::CareSummary retired;
+        if (!retired.ParseFromArray(body.data(), static_cast<int>(body.size()))) return false;
+        AbsorbRetiredSummary(retired, &summary);
+      } else {
+        return false;
+      }
+    }
+    out->clear();
+    google::protobuf::io::StringOutputStream stream(out);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    return summary.SerializeToCodedStream(&coded);
+  }
+
+ private:
+  // The number a person's state lives under: the survivor after a merge.
+  Status Resolve(store::StateTxn* txn, const std::string& nhs, std::string* survivor) {
+    std::string value;
+    Status s = txn->Get(keys::Key(keys::kMerged, nhs), &value);
+    if (s.ok()) {
+      *survivor = value;
+      return Status::Ok();
+    }
+    if (s.code() != store::StatusCode::kNotFound) return s;
+    *survivor = nhs;
+    return Status::Ok();
+  }
+
+  Status ApplySummary(CareEvent* event, store::StateTxn* txn) {
+    std::string survivor;
+    Status s = Resolve(txn, event->nhs_number(), &survivor);
+    if (!s.ok()) return s;
+    if (event->payload_case() == CareEvent::kNhsNumberMerge) {
+      if (survivor != event->nhs_number()) {
+        return Status::FailedPrecondition(
+            "nhs_number " + event->nhs_number() + " was itself merged into " + survivor +
+            "; publish the merge with the surviving number " + survivor);
+      }
+      const std::string& retired = event->nhs_number_merge().retired_nhs_number();
+      std::string already;
+      s = txn->Get(keys::Key(keys::kMerged, retired), &already);
+      if (s.ok()) {
+        if (already == survivor) {
+          return Status::FailedPrecondition("nhs_number " + retired + " is already merged into " +
+                                            survivor);
+        }
+        return Status::FailedPrecondition("nhs_number " + retired + " was already merged into " +
+                                          already + "; it cannot be merged again");
+      }
+      if (s.code() != store::StatusCode::kNotFound) return s;
+      // The retired person's summary joins the survivor's; numbers merged
+      // into the retired one follow it.
+      std::string retired_summary_bytes;
+      s = txn->Get(keys::Key(keys::kSummary, retired), &retired_summary_bytes);
+      if (s.ok()) {
+        icr::v1::CareSummary retired_summary;
+        if (retired_summary.ParseFromString(retired_summary_bytes)) {
+          for (const std::string& older : retired_summary.retired_nhs_numbers()) {
+            txn->Put(keys::Key(keys::kMerged, older), survivor);
+          }
+        }
+        txn->Accumulate(keys::Key(keys::kSummary, survivor), "S" + retired_summary_bytes);
+        txn->Delete(keys::Key(keys::kSummary, retired));
+      } else if (s.code() != store::StatusCode::kNotFound) {
+        return s;
+      }
+      txn->Put(keys::Key(keys::kMerged, retired), survivor);
+      std::string survivor_referral;
+      s = txn->Get(keys::Key(keys::kPerson, survivor), &survivor_referral);
+      if (s.code() == store::StatusCode::kNotFound) {
+        std::string retired_referral;
+        if (txn->Get(keys::Key(keys::kPerson, retired), &retired_referral).ok()) {
+          txn->Put(keys::Key(keys::kPerson, survivor), retired_referral);
+        }
+      } else if (!s.ok()) {
+        return s;
+      }
+    }
+    txn->AccumulateEvent(keys::Key(keys::kSummary, survivor), 'E');
+    return Status::Ok();
+  }
+
+  // Finds the referral an event concerns. Sets *referral_id to "" when the
+  // event is not part of a referral's lifecycle (nothing more to do).
+  Status FindReferral(CareEvent* e, store::StateTxn* txn, std::string* referral_id) {
+    referral_id->clear();
+    std::string value;
+    auto lookup = [&](std::string_view prefix, const std::string& id, const char* what,
+                      const char* publish_first) -> Status {
+      Status s = txn->Get(keys::Key(prefix, id), &value);
+      if (s.code() == store::StatusCode::kNotFound) {
+        return Status::FailedPrecondition(std::string(what) + " " + id +
+                                          " does not exist; publish its " + publish_first +
+                                          " first");
+      }
+      if (!s.ok()) return s;
+      *referral_id = value;
+      return Status::Ok();
+    };
+    switch (e->payload_case()) {
+      case CareEvent::kDischargeReferral:
+        *referral_id = e->discharge_referral().referral_id();
+        return Status::Ok();
+      case CareEvent::kReferralStatusChange:
+        *referral_id = e->referral_status_change().referral_id();
+        return Status::Ok();
+      case CareEvent::kEscalation:
+        *referral_id = e->escalation().referral_id();
+        return Status::Ok();
+      case CareEvent::kPlacementRequest: {
+        const auto& p = e->placement_request();
+        Status s = txn->Get(keys::Key(keys::kRequest, p.request_id()), &value);
+        if (s.ok()) {
+          return Status::FailedPrecondition("placement request " + p.request_id() +
+                                            " already exists; a new request needs a new "
+                                            "request_id");
+        }
+        if (s.code() != store::StatusCode::kNotFound) return s;
+        if (p.referral_id().empty()) {
+          txn->Put(keys::Key(keys::kRequest, p.request_id()), "");
+          if (e->place() == icr::v1::PLACE_UNSPECIFIED) e->set_place(p.place());
+          return Status::Ok();
+        }
+        *referral_id = p.referral_id();
+        return Status::Ok();
+      }
+      case CareEvent::kPlacementOffer: {
+        const auto& p = e->placement_offer();
+        Status s = txn->Get(keys::Key(keys::kOffer, p.offer_id()), &value);
+        if (s.ok()) {
+          return Status::FailedPrecondition("placement offer " + p.offer_id() +
+                                            " already exists; a new offer needs a new offer_id");
+        }
+        s = lookup(keys::kRequest, p.request_id(), "placement request", "PLACEMENT_REQUEST");
+        if (s.ok() && referral_id->empty()) txn->Put(keys::Key(keys::kOffer, p.offer_id()), "");
+        return s;
+      }
+      case CareEvent::kPlacementAcceptance:
+        return lookup(keys::kOffer, e->placement_acceptance().offer_id(), "placement offer",
+                      "PLACEMENT_OFFER");
+      case CareEvent::kPlacementDecline:
+        return lookup(keys::kOffer, e->placement_decline().offer_id(), "placement offer",
+                      "PLACEMENT_OFFER");
+      case CareEvent::kPlacementCancellation:
+        return lookup(keys::kRequest, e->placement_cancellation().request_id(),
+                      "placement request", "PLACEMENT_REQUEST");
+      case CareEvent::kMedicallyOptimised:
+      case CareEvent::kReablementEnd:
+      case CareEvent::kCarePackageEnd: {
+        // These touch the person's newest referral when it is affected.
+        std::string survivor;
+        Status s = Resolve(txn, e->nhs_number(), &survivor);
+        if (!s.ok()) return s;
+        s = txn->Get(keys::Key(keys::kPerson, survivor), &value);
+        if (s.code() == store::StatusCode::kNotFound) return Status::Ok();
+        if (!s.ok()) return s;
+        std::string bytes;
+        s = txn->Get(keys::Key(keys::kReferral, value), &bytes);
+        if (s.code() == store::StatusCode::kNotFound) return Status::Ok();
+        if (!s.ok()) return s;
+        Referral r;
+        if (!r.ParseFromString(bytes)) return Corrupt(value);
+        const bool applies = e->payload_case() == CareEvent::kMedicallyOptimised
+                                 ? IsOpen(r.status())
+                                 : r.in_d2a();
+        if (applies) *referral_id = value;
+        return Status::Ok();
+      }
+      default:
+        return Status::Ok();
+    }
+  }
+
+  static Status Corrupt(const std::string& referral_id) {
+    return Status::Corruption("the stored state of referral " + referral_id +
+                              " could not be parsed");
+  }
+
+  Status ApplyWorkflow(CareEvent* e, store::StateTxn* txn) {
+    if (IsWorkflowType(e->payload_case())) e->set_priority(icr::v1::URGENT);
+    std::string id;
+    Status s = FindReferral(e, txn, &id);
+    if (!s.ok() || id.empty()) {
+      if (s.ok() && e->has_expected_version() && IsWorkflowType(e->payload_case())) {
+        return Status::FailedPrecondition(
+            "expected_version is set but this event is not part of a referral's lifecycle");
+      }
+      return s;
+    }
+    const std::string rkey = keys::Key(keys::kReferral, id);
+    std::string bytes;
+    Referral current;
+    bool exists = false;
+    s = txn->Get(rkey, &bytes);
+    if (s.ok()) {
+      if (!current.ParseFromString(bytes)) return Corrupt(id);
+      exists = true;
+    } else if (s.code() != store::StatusCode::kNotFound) {
+      return s;
+    }
+    if (e->has_expected_version()) {
+      const uint64_t have = exists ? current.version() : 0;
+      if (e->expected_version() != have) {
+        return Status::Conflict(
+            "referral " + id + (exists ? " is at version " + std::to_string(have)
+                                       : std::string(" does not exist (version 0)")) +
+            ", but the event expected version " + std::to_string(e->expected_version()) +
+            "; re-read the referral (GetReferral) and retry");
+      }
+    }
+    if (e->payload_case() == CareEvent::kEscalation && exists) {
+      // The timer may race a state change: an escalation that is no longer
+      // due is refused (and the timer drops it).
+      const auto due = DeadlinesFor(current, options_);
+      const bool still_due = std::any_of(due.begin(), due.end(), [&](const Deadline& d) {
+        return d.second == e->escalation().kind();
+      });
+      if (!still_due) {
+        return Status::FailedPrecondition("escalation " +
+                                          icr::v1::EscalationKind_Name(e->escalation().kind()) +
+                                          " of referral " + id + " is no longer due (" +
+                                          StatusName(current.status()) + ")");
+      }
+    }
+    Referral next;
+    std::string problem = ApplyReferralEvent(*e, exists ? &current : nullptr, &next);
+    if (!problem.empty()) return Status::FailedPrecondition(problem);
+
+    // Broker-assigned routing: the event carries the referral's Place and
+    // version; an offer goes back to the referring team.
+    if (e->place() == icr::v1::PLACE_UNSPECIFIED) e->set_place(next.place());
+    e->set_referral_version(next.version());
+    if (e->payload_case() == CareEvent::kPlacementOffer && !e->has_addressee()) {
+      *e->mutable_addressee() = next.referrer();
+    }
+    if (e->payload_case() == CareEvent::kEscalation && !e->has_addressee() &&
+        next.has_addressee()) {
+      *e->mutable_addressee() = next.addressee();
+    }
+
+    std::string out;
+    next.SerializeToString(&out);
+    txn->Put(rkey, out);
+    if (IsOpen(next.status())) {
+      if (!exists || !IsOpen(current.status())) txn->Put(keys::Key(keys::kOpen, id), "");
+    } else if (exists && IsOpen(current.status())) {
+      txn->Delete(keys::Key(keys::kOpen, id));
+    }
+    switch (e->payload_case()) {
+      case CareEvent::kDischargeReferral: {
+        std::string survivor;
+        s = Resolve(txn, e->nhs_number(), &survivor);
+        if (!s.ok()) return s;
+        txn->Put(keys::Key(keys::kPerson, survivor), id);
+        break;
+      }
+      case CareEvent::kPlacementRequest:
+        txn->Put(keys::Key(keys::kRequest, e->placement_request().request_id()), id);
+        break;
+      case CareEvent::kPlacementOffer:
+        txn->Put(keys::Key(keys::kOffer, e->placement_offer().offer_id()), id);
+        break;
+      default:
+        break;
+    }
+    // Deadlines follow the state: remove those no longer waited on, add new.
+    std::set<std::string> before;
+    if (exists) {
+      for (const Deadline& d : DeadlinesFor(current, options_)) {
+        before.insert(keys::DeadlineKey(d.first, id, d.second));
+      }
+    }
+    std::set<std::string> after;
+    for (const Deadline& d : DeadlinesFor(next, options_)) {
+      after.insert(keys::DeadlineKey(d.first, id, d.second));
+    }
+    for (const std::string& k : before) {
+      if (!after.count(k)) txn->Delete(k);
+    }
+    for (const std::string& k : after) {
+      if (!before.count(k)) txn->Put(k, "");
+    }
+    return Status::Ok();
+  }
+
+  const WorkflowOptions options_;
+};
+
+}  // namespace
+
+std::shared_ptr<store::StateMachine> NewWorkflowStateMachine(const WorkflowOptions& options) {
+  return std::make_shared<WorkflowStateMachine>(options);
+}
+
+}  // namespace icr::broker::workflow

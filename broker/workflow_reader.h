@@ -1,0 +1,44 @@
+// Reads of the workflow state that the state machine
+// (broker/workflow/state_machine.h) keeps in the store: referrals, teams,
+// merged NHS numbers and the composed care summary. Shared by the Workflow
+// gRPC service, patient history, team routing and the escalation timer.
+//
+// Thread-safety: stateless functions over a thread-safe store.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "icr/v1/workflow.pb.h"
+#include "store/store.h"
+
+namespace icr::broker {
+
+// The surviving number for `nhs` (itself when never merged).
+store::Status ResolveNhsNumber(store::EventStore* store, const std::string& nhs,
+                               std::string* survivor);
+
+// The care summary of `nhs` (or of its survivor, with requested_nhs_number
+// set), with the person's open referral composed in. kNotFound when the
+// broker has no event about the person.
+store::Status ReadCareSummary(store::EventStore* store, const std::string& nhs,
+                              icr::v1::CareSummary* summary);
+
+store::Status ReadReferral(store::EventStore* store, const std::string& referral_id,
+                           icr::v1::Referral* referral);  // kNotFound
+
+store::Status ReadTeam(store::EventStore* store, const icr::v1::TeamRef& ref,
+                       icr::v1::Team* team);  // kNotFound
+
+store::Status ListAllTeams(store::EventStore* store, std::vector<icr::v1::Team>* teams);
+
+// Whether `team` has a care relationship with the person: their registered
+// GP practice, the hospital or care home caring for them now, or the
+// referrer or addressee of their open referral.
+bool HasCareRelationship(store::EventStore* store, const std::string& nhs,
+                         const icr::v1::TeamRef& team);
+
+// "ORG/TEAM", for messages.
+std::string TeamName(const icr::v1::TeamRef& ref);
+
+}  // namespace icr::broker
