@@ -89,6 +89,16 @@ void EscalationTimer::Check() {
   if (!s.ok()) {
     std::fprintf(stderr, "icr-broker: escalation timer: %s (retrying)\n", s.ToString().c_str());
   }
+  {
+    // Forget dropped deadlines that are gone from the store, so the set
+    // stays as small as the stale entries themselves.
+    std::lock_guard<std::mutex> lock(mu_);
+    std::set<std::string> still;
+    for (const Due& d : due) {
+      if (dropped_.count(d.key)) still.insert(d.key);
+    }
+    if (s.ok() && due.size() < 1000) dropped_.swap(still);
+  }
   for (Due& d : due) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -133,7 +143,13 @@ void EscalationTimer::Check() {
                          std::lock_guard<std::mutex> lock(mu_);
                          in_flight_.erase(key);
                          if (st.ok()) {
-                           if (!results.empty() && !results[0].duplicate) raised_.fetch_add(1);
+                           if (!results.empty() && !results[0].duplicate) {
+                             raised_.fetch_add(1);
+                           } else {
+                             // Raised before, yet the deadline is still kept:
+                             // nothing more to raise for it.
+                             dropped_.insert(key);
+                           }
                          } else if (st.code() == store::StatusCode::kFailedPrecondition ||
                                     st.code() == store::StatusCode::kInvalidArgument) {
                            // The referral moved on: the deadline no longer applies.

@@ -311,6 +311,7 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* e, int64_t now_micros,
   e->clear_event_id();
   e->clear_position();
   e->clear_recorded_at();
+  e->clear_referral_version();
   e->set_event_type(static_cast<icr::v1::EventType>(e->payload_case()));
 
   size_t size = e->ByteSizeLong();

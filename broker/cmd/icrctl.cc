@@ -55,6 +55,7 @@
 #include "adapters/csv/csv_import.h"
 #include "adapters/json/json_events.h"
 #include "broker/civil_time.h"
+#include "broker/timestamp.h"
 #include "broker/workflow/metrics.h"
 #include "broker/workflow/simulator.h"
 #include "icr/v1/broker.grpc.pb.h"
@@ -1814,7 +1815,7 @@ std::string DayString(int64_t day) {
 // "2022-05-23 14:05" in UK local time ("-" when unset).
 std::string UkTimeString(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
-  const int64_t micros = wf::MicrosOf(t);
+  const int64_t micros = icr::broker::ToMicros(t);
   const int minute = wf::UkLocalMinuteOfDay(micros);
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%s %02d:%02d", DayString(wf::UkLocalDay(micros)).c_str(),
@@ -1877,8 +1878,8 @@ int RunFlow(const GlobalOptions& g, const FlowOptions& f) {
   if (!f.place.empty() && !ParsePlace(f.place, &place, &error)) return UsageError(error);
 
   icr::v1::GetFlowMetricsRequest request;
-  wf::SetMicros(wf::UkLocalMidnightMicros(from_day), request.mutable_from());
-  wf::SetMicros(wf::UkLocalMidnightMicros(to_day + 1), request.mutable_to());
+  icr::broker::SetTimestamp(request.mutable_from(), wf::UkLocalMidnightMicros(from_day));
+  icr::broker::SetTimestamp(request.mutable_to(), wf::UkLocalMidnightMicros(to_day + 1));
   request.set_place(place);
   auto stub = icr::v1::Workflow::NewStub(MakeChannel(g));
   icr::v1::FlowMetrics m;
@@ -1991,7 +1992,7 @@ class SimulateProgress {
     const double secs = std::chrono::duration<double>(now - start_).count();
     const int64_t day = std::min<int64_t>(days, std::max<int64_t>(1, (sim_micros - start) / kMicrosPerDay + 1));
     google::protobuf::Timestamp t;
-    wf::SetMicros(sim_micros, &t);
+    icr::broker::SetTimestamp(&t, sim_micros);
     std::string line = "simulating: day " + std::to_string(day) + " of " + std::to_string(days) +
                        " (" + UkTimeString(t) + "), " + WithCommas(events) + " events " + verb_ +
                        ", " + WithCommas(secs > 0 ? static_cast<uint64_t>(events / secs) : 0) +
@@ -2095,7 +2096,7 @@ int RunSimulate(const GlobalOptions& g, const SimulateOptions& o) {
     if (ParseUkDate("--start", o.start, &day, &error)) {
       start = wf::UkLocalMidnightMicros(day);
     } else if (o.start.size() > 10 && ParseTime(o.start, &t)) {
-      start = wf::MicrosOf(t);
+      start = icr::broker::ToMicros(t);
     } else {
       return UsageError("--start: \"" + o.start +
                         "\" is not a date or time: use YYYY-MM-DD (UK midnight) or RFC 3339 "
@@ -2115,7 +2116,7 @@ int RunSimulate(const GlobalOptions& g, const SimulateOptions& o) {
     if (stop > now) {
       Err("the simulation ends now: events after " + UkTimeString([&] {
             google::protobuf::Timestamp t;
-            wf::SetMicros(now, &t);
+            icr::broker::SetTimestamp(&t, now);
             return t;
           }()) + " (UK) are not generated; use --rate realtime to go on in real time");
       stop = now;
@@ -2131,7 +2132,7 @@ int RunSimulate(const GlobalOptions& g, const SimulateOptions& o) {
   wf::Simulator sim(so);
 
   google::protobuf::Timestamp start_ts;
-  wf::SetMicros(start, &start_ts);
+  icr::broker::SetTimestamp(&start_ts, start);
   const std::string start_text = TimeUtil::ToString(start_ts);
   const std::string rerun = "icrctl simulate --seed " + std::to_string(o.seed) + " --days " +
                             std::to_string(o.days) + " --start " + start_text +
@@ -2192,7 +2193,7 @@ int RunSimulate(const GlobalOptions& g, const SimulateOptions& o) {
   icr::v1::CareEvent e;
   uint64_t produced = 0;
   while (!stop_flag && sim.Next(&e)) {
-    const int64_t due = wf::MicrosOf(e.occurred_at());
+    const int64_t due = icr::broker::ToMicros(e.occurred_at());
     last_at = due;
     if (realtime && due > NowMicros()) {
       // Nothing more is due yet: send what is, then wait for this event.
@@ -2271,7 +2272,7 @@ int RunSimulate(const GlobalOptions& g, const SimulateOptions& o) {
   if (interrupted && !failed) {
     Err("interrupted: the simulation stopped at " + UkTimeString([&] {
           google::protobuf::Timestamp t;
-          wf::SetMicros(last_at, &t);
+          icr::broker::SetTimestamp(&t, last_at);
           return t;
         }()) + " (UK); generated events up to then were " +
         (o.dry_run ? "written" : "sent"));

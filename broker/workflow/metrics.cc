@@ -1,4 +1,5 @@
 #include "broker/workflow/metrics.h"
+#include "broker/timestamp.h"
 
 #include <algorithm>
 #include <array>
@@ -46,7 +47,7 @@ int64_t LocalSeconds(int64_t utc_seconds) {
 
 bool InPeriod(const google::protobuf::Timestamp& t, bool has, int64_t from, int64_t to) {
   if (!has) return false;
-  const int64_t m = MicrosOf(t);
+  const int64_t m = ToMicros(t);
   return m >= from && m < to;
 }
 
@@ -71,7 +72,7 @@ bool IsOpenReferral(const icr::v1::Referral& r) {
 
 // Calendar days (UK local dates) from a to b.
 int64_t CalendarDays(const google::protobuf::Timestamp& a, const google::protobuf::Timestamp& b) {
-  return UkLocalDay(MicrosOf(b)) - UkLocalDay(MicrosOf(a));
+  return UkLocalDay(ToMicros(b)) - UkLocalDay(ToMicros(a));
 }
 
 }  // namespace
@@ -121,10 +122,10 @@ icr::v1::FlowMetrics ComputeFlowMetrics(const std::vector<icr::v1::Referral>& re
                                         int64_t from, int64_t to, icr::v1::Place place,
                                         int64_t now) {
   icr::v1::FlowMetrics out;
-  SetMicros(from, out.mutable_from());
-  SetMicros(to, out.mutable_to());
+  SetTimestamp(out.mutable_from(), from);
+  SetTimestamp(out.mutable_to(), to);
   out.set_place(place);
-  SetMicros(now, out.mutable_computed_at());
+  SetTimestamp(out.mutable_computed_at(), now);
 
   struct Acc {
     std::vector<double> minutes_to_brokerage, days_to_offer, days_offer_to_discharge,
@@ -140,13 +141,16 @@ icr::v1::FlowMetrics ComputeFlowMetrics(const std::vector<icr::v1::Referral>& re
   for (const icr::v1::Referral& r : referrals) {
     if (place != icr::v1::PLACE_UNSPECIFIED && r.place() != place) continue;
 
-    if (IsOpenReferral(r)) {
+    // A discharged person still in D2A capacity can hold a 6-week escalation.
+    if (IsOpenReferral(r) || r.in_d2a()) {
       open_escalations += static_cast<uint32_t>(r.open_escalations_size());
-      const bool created_before = r.has_created_at() && MicrosOf(r.created_at()) < to;
+    }
+    if (IsOpenReferral(r)) {
+      const bool created_before = r.has_created_at() && ToMicros(r.created_at()) < to;
       int64_t optimised = 0;
       bool waiting = false;
       if (r.has_medically_optimised_at()) {
-        optimised = MicrosOf(r.medically_optimised_at());
+        optimised = ToMicros(r.medically_optimised_at());
         waiting = optimised <= end;
       } else if (r.has_discharge_ready_date()) {
         const int64_t ready_day = DayFromDate(r.discharge_ready_date());
@@ -175,7 +179,7 @@ icr::v1::FlowMetrics ComputeFlowMetrics(const std::vector<icr::v1::Referral>& re
     if (InPeriod(r.created_at(), r.has_created_at(), from, to)) ++p.referrals;
     if (InPeriod(r.forwarded_at(), r.has_forwarded_at(), from, to) && r.has_created_at()) {
       p.minutes_to_brokerage.push_back(
-          static_cast<double>(MicrosOf(r.forwarded_at()) - MicrosOf(r.created_at())) / 6e7);
+          static_cast<double>(ToMicros(r.forwarded_at()) - ToMicros(r.created_at())) / 6e7);
     }
     if (InPeriod(r.offer_made_at(), r.has_offer_made_at(), from, to) && r.has_forwarded_at()) {
       p.days_to_offer.push_back(
@@ -183,7 +187,7 @@ icr::v1::FlowMetrics ComputeFlowMetrics(const std::vector<icr::v1::Referral>& re
     }
     if (InPeriod(r.discharged_at(), r.has_discharged_at(), from, to)) {
       ++p.discharges;
-      const int dow = DayOfWeek(UkLocalDay(MicrosOf(r.discharged_at())));
+      const int dow = DayOfWeek(UkLocalDay(ToMicros(r.discharged_at())));
       if (dow == 0 || dow == 6) {
         ++p.weekend;
       } else {

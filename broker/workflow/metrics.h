@@ -48,7 +48,8 @@
 //     taken as optimised at UK local midnight starting its discharge-ready
 //     date (its AwaitingDischarge.medically_optimised_at is then left unset);
 //     never negative. Sorted longest wait first (then by referral_id).
-//   * open_escalations: the sum of open_escalations sizes over open referrals.
+//   * open_escalations: the sum of open_escalations sizes over open referrals
+//     and referrals whose person is still in D2A capacity.
 //   * from, to, place and computed_at (= now) are echoed.
 #pragma once
 
@@ -89,18 +90,5 @@ int DayOfWeek(int64_t day);
 // Days since 1970-01-01 <-> calendar dates.
 icr::v1::Date DateFromDay(int64_t day);
 int64_t DayFromDate(const icr::v1::Date& date);
-
-inline int64_t MicrosOf(const google::protobuf::Timestamp& t) {
-  return t.seconds() * 1000000 + t.nanos() / 1000;
-}
-inline void SetMicros(int64_t micros, google::protobuf::Timestamp* t) {
-  int64_t s = micros / 1000000, us = micros % 1000000;
-  if (us < 0) {
-    us += 1000000;
-    s -= 1;
-  }
-  t->set_seconds(s);
-  t->set_nanos(static_cast<int32_t>(us * 1000));
-}
 
 }  // namespace icr::broker::workflow

@@ -212,6 +212,7 @@ std::string OfferAnswer(const CareEvent& e, const Referral& cur, Referral* next)
     next->clear_offer_id();
     next->clear_provider();
     next->clear_offer_made_at();
+    *next->mutable_offer_declined_at() = e.occurred_at();
   }
   return {};
 }

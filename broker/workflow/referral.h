@@ -7,10 +7,15 @@
 //     --PlacementAcceptance--> OFFER_ACCEPTED --confirm--> SERVICE_CONFIRMED
 //     --discharge--> DISCHARGED
 //   OFFER_MADE --PlacementDecline--> PLACEMENT_REQUESTED
-//   PLACEMENT_REQUESTED/OFFER_MADE --PlacementCancellation--> FORWARDED_TO_BROKERAGE
+//   PLACEMENT_REQUESTED/OFFER_MADE/OFFER_ACCEPTED --PlacementCancellation-->
+//     FORWARDED_TO_BROKERAGE
 //   any open state --withdraw--> WITHDRAWN
 //   any open state --ReferralStatusChange(same status, new pathway)--> pathway changed
-//   PATHWAY_0 (no new support): CREATED/ACCEPTED --discharge--> DISCHARGED
+//   PATHWAY_0 (no new support): CREATED/ACCEPTED/SERVICE_CONFIRMED --discharge-->
+//     DISCHARGED
+//   MEDICALLY_OPTIMISED (same encounter), and ESCALATION, update an open
+//   referral without changing its state; REABLEMENT_END / CARE_PACKAGE_END
+//   end the person's D2A capacity.
 //
 //   std::string problem = ApplyReferralEvent(event, current_or_null, &next);
 //   if (!problem.empty()) -> FAILED_PRECONDITION(problem), nothing stored

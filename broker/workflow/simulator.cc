@@ -1,4 +1,5 @@
 #include "broker/workflow/simulator.h"
+#include "broker/timestamp.h"
 
 #include <algorithm>
 #include <cmath>
@@ -179,7 +180,7 @@ class EventFactory {
     e->set_care_setting(setting);
     e->set_source_message_id(std::string(system) + "-" + tag_ + "-" + std::to_string(++messages_));
     e->set_nhs_number(nhs);
-    SetMicros(at, e->mutable_occurred_at());
+    SetTimestamp(e->mutable_occurred_at(), at);
     e->set_priority(workflow ? icr::v1::URGENT : icr::v1::ROUTINE);
     if (workflow) e->set_place(place);
   }

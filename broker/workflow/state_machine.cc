@@ -109,7 +109,10 @@ std::vector<Deadline> DeadlinesFor(const Referral& r, const WorkflowOptions& o) 
   const int pw = r.pathway() - icr::v1::PATHWAY_0;  // 0..3
   if ((s == icr::v1::FORWARDED_TO_BROKERAGE || s == icr::v1::PLACEMENT_REQUESTED) && pw >= 1 &&
       pw <= 3 && o.offer_seconds[pw] > 0 && !Escalated(r, icr::v1::NO_OFFER)) {
-    out.emplace_back(Micros(r.forwarded_at()) + o.offer_seconds[pw] * kMicros, icr::v1::NO_OFFER);
+    // After a declined offer brokerage gets a fresh window.
+    const int64_t from = r.has_offer_declined_at() ? Micros(r.offer_declined_at())
+                                                   : Micros(r.forwarded_at());
+    out.emplace_back(from + o.offer_seconds[pw] * kMicros, icr::v1::NO_OFFER);
   }
   if (r.in_d2a() && !Escalated(r, icr::v1::D2A_OVER_SIX_WEEKS)) {
     out.emplace_back(Micros(r.discharged_at()) + o.d2a_max_seconds * kMicros,
@@ -303,9 +306,14 @@ class WorkflowStateMachine final : public store::StateMachine {
         if (!s.ok()) return s;
         Referral r;
         if (!r.ParseFromString(bytes)) return Corrupt(value);
-        const bool applies = e->payload_case() == CareEvent::kMedicallyOptimised
-                                 ? IsOpen(r.status())
-                                 : r.in_d2a();
+        // Medically optimised applies to the referral of the same stay (or
+        // one that names no encounter).
+        const bool applies =
+            e->payload_case() == CareEvent::kMedicallyOptimised
+                ? IsOpen(r.status()) &&
+                      (r.encounter_id().empty() ||
+                       r.encounter_id() == e->medically_optimised().encounter_id())
+                : r.in_d2a();
         if (applies) *referral_id = value;
         return Status::Ok();
       }
@@ -324,9 +332,10 @@ class WorkflowStateMachine final : public store::StateMachine {
     std::string id;
     Status s = FindReferral(e, txn, &id);
     if (!s.ok() || id.empty()) {
-      if (s.ok() && e->has_expected_version() && IsWorkflowType(e->payload_case())) {
+      if (s.ok() && e->has_expected_version()) {
         return Status::FailedPrecondition(
-            "expected_version is set but this event is not part of a referral's lifecycle");
+            "expected_version is set but this event changes no referral (it applies to "
+            "discharge referrals, their status changes and placement events)");
       }
       return s;
     }
@@ -352,13 +361,16 @@ class WorkflowStateMachine final : public store::StateMachine {
       }
     }
     if (e->payload_case() == CareEvent::kEscalation && exists) {
-      // The timer may race a state change: an escalation that is no longer
-      // due is refused (and the timer drops it).
+      // Only the deadline the referral is waiting on now, once it has
+      // passed: the timer may race a state change, and deadlines kept from
+      // before a change of limits no longer apply. Refused ones are dropped
+      // by the timer.
+      const int64_t deadline = Micros(e->escalation().deadline());
       const auto due = DeadlinesFor(current, options_);
       const bool still_due = std::any_of(due.begin(), due.end(), [&](const Deadline& d) {
-        return d.second == e->escalation().kind();
+        return d.second == e->escalation().kind() && d.first == deadline;
       });
-      if (!still_due) {
+      if (!still_due || deadline > Micros(e->recorded_at())) {
         return Status::FailedPrecondition("escalation " +
                                           icr::v1::EscalationKind_Name(e->escalation().kind()) +
                                           " of referral " + id + " is no longer due (" +
@@ -370,11 +382,13 @@ class WorkflowStateMachine final : public store::StateMachine {
     if (!problem.empty()) return Status::FailedPrecondition(problem);
 
     // Broker-assigned routing: the event carries the referral's Place and
-    // version; an offer goes back to the referring team.
+    // version; offers and status changes go back to the referring team.
     if (e->place() == icr::v1::PLACE_UNSPECIFIED) e->set_place(next.place());
     e->set_referral_version(next.version());
-    if (e->payload_case() == CareEvent::kPlacementOffer && !e->has_addressee()) {
-      *e->mutable_addressee() = next.referrer();
+    if ((e->payload_case() == CareEvent::kPlacementOffer ||
+         e->payload_case() == CareEvent::kReferralStatusChange) &&
+        !e->has_addressee()) {
+      *e->mutable_addressee() = next.referrer();  // back to the referring ward
     }
     if (e->payload_case() == CareEvent::kEscalation && !e->has_addressee() &&
         next.has_addressee()) {

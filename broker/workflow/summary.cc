@@ -315,10 +315,30 @@ void ApplyCancellation(const CareEvent& event, CareSummary* summary) {
   }
 }
 
+// Events that say where a person is or what care they are receiving.
+bool PlacesPerson(CareEvent::PayloadCase c) {
+  switch (c) {
+    case CareEvent::kAdmission:
+    case CareEvent::kTransfer:
+    case CareEvent::kDischarge:
+    case CareEvent::kMedicallyOptimised:
+    case CareEvent::kExpectedDischargeDateSet:
+    case CareEvent::kCarePackageStart:
+    case CareEvent::kEncounterCancellation:
+    case CareEvent::kDeathNotification:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 void ApplyEventToSummary(const CareEvent& event, CareSummary* summary) {
   ApplyBookkeeping(event, summary);
+  // After a death notification, a late message about a movement (a
+  // discharge keyed days later, say) must not show the person elsewhere.
+  if (summary->has_date_of_death() && PlacesPerson(event.payload_case())) return;
   switch (event.payload_case()) {
     case CareEvent::kDemographicsUpdate:
       MergeDemographics(event.demographics_update(), summary->mutable_demographics());

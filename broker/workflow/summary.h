@@ -55,7 +55,10 @@
 //                      "end of life", "section 117" also set their flag.
 //                      Problems and medications are not summarised.
 //   DEATH_NOTIFICATION date_of_death; location = {DECEASED, since
-//                      occurred_at}; open_episode cleared.
+//                      occurred_at}; open_episode cleared. From then on,
+//                      events that place the person (admission, transfer,
+//                      discharge, medically optimised, EDD, package start,
+//                      cancellation, another death) change only bookkeeping.
 //   NHS_NUMBER_MERGE   retired_nhs_number added to retired_nhs_numbers
 //                      (sorted, no duplicates, never the person's own).
 //   ENCOUNTER_CANCELLATION of

@@ -5,6 +5,7 @@
 // validation), legal referral lifecycles and volumes; and Coventry's 2022/23
 // referral -> brokerage -> discharge table reproduced from a built scenario.
 #include "broker/workflow/metrics.h"
+#include "broker/timestamp.h"
 
 #include <gtest/gtest.h>
 
@@ -45,7 +46,7 @@ int64_t Uk(int y, int m, int d, int hh = 0, int mm = 0) {
 int64_t Utc(int y, int m, int d, int hh = 0, int mm = 0) {
   return Day(y, m, d) * kDay + hh * kHour + mm * kMinute;
 }
-void Set(google::protobuf::Timestamp* t, int64_t micros) { SetMicros(micros, t); }
+void Set(google::protobuf::Timestamp* t, int64_t micros) { SetTimestamp(t, micros); }
 
 int64_t NowMicros() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -146,10 +147,10 @@ TEST_F(FlowMetricsTest, EmptyInputHasFourPathwaysAndEchoesTheRequest) {
     EXPECT_EQ(f.referrals(), 0u);
     EXPECT_EQ(f.discharges(), 0u);
   }
-  EXPECT_EQ(MicrosOf(m.from()), from_);
-  EXPECT_EQ(MicrosOf(m.to()), to_);
+  EXPECT_EQ(ToMicros(m.from()), from_);
+  EXPECT_EQ(ToMicros(m.to()), to_);
   EXPECT_EQ(m.place(), icr::v1::RUGBY);
-  EXPECT_EQ(MicrosOf(m.computed_at()), now_);
+  EXPECT_EQ(ToMicros(m.computed_at()), now_);
   EXPECT_EQ(m.weekend_to_weekday_ratio(), 0);
   EXPECT_EQ(m.awaiting_discharge_size(), 0);
   EXPECT_EQ(m.open_escalations(), 0u);
@@ -412,7 +413,7 @@ TEST_F(FlowMetricsTest, AwaitingDischarge) {
   EXPECT_EQ(first.pathway(), icr::v1::PATHWAY_2);
   EXPECT_EQ(first.place(), icr::v1::COVENTRY);
   EXPECT_EQ(first.status(), icr::v1::FORWARDED_TO_BROKERAGE);
-  EXPECT_EQ(MicrosOf(first.medically_optimised_at()), t);
+  EXPECT_EQ(ToMicros(first.medically_optimised_at()), t);
   EXPECT_DOUBLE_EQ(first.hours_waiting(), 9 * 24 + 15);  // to 00:00 BST 20 June
   EXPECT_EQ(m.awaiting_discharge(1).referral_id(), "b-ready");
   EXPECT_FALSE(m.awaiting_discharge(1).has_medically_optimised_at());
@@ -605,7 +606,7 @@ TEST(CoventryTableTest, ScenarioReproducesTheTableForBothPeriods) {
   // Valid for a live broker now (all in the past), in time order.
   EXPECT_EQ(ValidationProblems(events, NowMicros()), std::vector<std::string>{});
   for (size_t i = 1; i < events.size(); ++i) {
-    ASSERT_LE(MicrosOf(events[i - 1].occurred_at()), MicrosOf(events[i].occurred_at()));
+    ASSERT_LE(ToMicros(events[i - 1].occurred_at()), ToMicros(events[i].occurred_at()));
   }
   const Folded folded = Fold(events);
   EXPECT_EQ(folded.problems, std::vector<std::string>{});
@@ -763,7 +764,7 @@ TEST(SimulatorTest, EveryEventIsValidOrderedAndWellFormed) {
   std::set<int> places;
   int64_t last = 0;
   for (const CareEvent& e : events) {
-    const int64_t t = MicrosOf(e.occurred_at());
+    const int64_t t = ToMicros(e.occurred_at());
     ASSERT_GE(t, last) << e.source_message_id();
     ASSERT_GE(t, o.start_micros);
     ASSERT_LT(t, stop);
@@ -894,7 +895,7 @@ TEST(SimulatorTest, AboutTwoHundredSixtyAdmissionsADay) {
   std::vector<int> per_day(14, 0);
   for (const CareEvent& e : events) {
     if (!e.has_admission()) continue;
-    ++per_day[static_cast<size_t>((MicrosOf(e.occurred_at()) - o.start_micros) / kDay)];
+    ++per_day[static_cast<size_t>((ToMicros(e.occurred_at()) - o.start_micros) / kDay)];
   }
   int total = 0;
   for (int d = 0; d < 14; ++d) {
@@ -921,7 +922,7 @@ TEST(SimulatorTest, PathwayMixAndFlowLookLikeCoventry) {
   std::map<std::string, int64_t> admitted;
   std::set<std::string> referred;
   for (const CareEvent& e : events) {
-    if (e.has_admission()) admitted[e.nhs_number()] = MicrosOf(e.occurred_at());
+    if (e.has_admission()) admitted[e.nhs_number()] = ToMicros(e.occurred_at());
     if (e.has_discharge_referral() && e.discharge_referral().pathway() != icr::v1::PATHWAY_0) {
       referred.insert(e.nhs_number());
     }
@@ -966,7 +967,7 @@ TEST(SimulatorTest, StopCutsTheRunShort) {
   uint64_t n = 0;
   while (sim.Next(&e)) {
     ++n;
-    ASSERT_LT(MicrosOf(e.occurred_at()), o.stop_micros);
+    ASSERT_LT(ToMicros(e.occurred_at()), o.stop_micros);
   }
   EXPECT_GT(n, 0u);
   EXPECT_FALSE(sim.Next(&e));

@@ -609,6 +609,22 @@ TEST(SummaryTest, DeathNotificationRecordsDeathAndClosesTheEpisode) {
                           Fold(events)));
 }
 
+TEST(SummaryTest, AfterDeathLateMovementsDoNotMoveThePerson) {
+  const std::vector<v1::CareEvent> events = {
+      Event(1, kAdmitE1),
+      Event(2, R"(death_notification { date_of_death { year: 2024 month: 3 day: 1 } })"),
+      // Keyed late by the ward: must not show the person at home.
+      Event(3, R"(discharge { encounter_id: "E1" destination: USUAL_RESIDENCE })"),
+      Event(4, R"(admission { encounter_id: "E2" })"),
+  };
+  v1::CareSummary s = Fold(events);
+  EXPECT_EQ(s.location().kind(), v1::CurrentLocation::DECEASED);
+  EXPECT_EQ(s.location().since().seconds(), events[1].occurred_at().seconds());
+  EXPECT_FALSE(s.has_open_episode());
+  EXPECT_EQ(s.events(), 4u);  // still counted and bookkept
+  EXPECT_EQ(s.last_position(), 4u);
+}
+
 TEST(SummaryTest, CancelledAdmissionLeavesWhereaboutsUnknown) {
   const std::vector<v1::CareEvent> events = {
       Event(1, kAdmitE1),

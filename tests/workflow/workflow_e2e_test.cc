@@ -12,6 +12,7 @@
 
 #include "broker/hub.h"
 #include "broker/timestamp.h"
+#include "broker/workflow/simulator.h"
 #include "tests/support/test_support.h"
 
 namespace icr {
@@ -365,6 +366,13 @@ TEST_F(WorkflowE2ETest, ExpectedVersionGivesOptimisticConcurrency) {
   const v1::CareEvent& winner = sa.ok() ? a : b;
   ASSERT_TRUE(Publish(stub_.get(), winner, &resp).ok());
   EXPECT_TRUE(resp.duplicate());
+  // expected_version on an event that changes no referral is refused.
+  v1::CareEvent adm = Envelope(nhs_, "adm-v");
+  adm.mutable_admission()->set_encounter_id("ENC-V");
+  adm.set_expected_version(1);
+  grpc::Status as = Publish(stub_.get(), adm);
+  EXPECT_EQ(as.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << as.error_message();
+  EXPECT_NE(as.error_message().find("changes no referral"), std::string::npos);
   // A new referral may insist that it does not exist yet.
   v1::CareEvent fresh = Referral(nhs_, "REF-V");
   fresh.set_source_message_id("ref-again");
@@ -447,7 +455,9 @@ TEST_F(WorkflowE2ETest, TeamRoutingReachesTheRightTeamsAndOnlyThem) {
   }
   for (auto& t : readers) t.join();
   EXPECT_EQ(got[0], (std::multiset<int>{v1::DISCHARGE_REFERRAL}));
-  EXPECT_EQ(got[1], (std::multiset<int>{v1::PLACEMENT_OFFER}));
+  // The ward hears back: social care's status changes and the offer.
+  EXPECT_EQ(got[1], (std::multiset<int>{v1::REFERRAL_STATUS_CHANGE, v1::REFERRAL_STATUS_CHANGE,
+                                        v1::PLACEMENT_OFFER}));
   EXPECT_EQ(got[2], (std::multiset<int>{v1::PLACEMENT_REQUEST, v1::PLACEMENT_OFFER,
                                         v1::PLACEMENT_ACCEPTANCE}));
   // Another service type hears only the offers and answers of its Place
@@ -591,6 +601,72 @@ TEST_F(WorkflowE2ETest, MergedNumbersAnswerForTheSurvivor) {
       << s.error_message();
 }
 
+// Coventry's BCF plan 2022/23 table (002:180-188), generated as event
+// streams with those timings, published over gRPC and read back through
+// GetFlowMetrics: the broker must reproduce the table.
+TEST(WorkflowFlowTest, FlowMetricsReproduceTheCoventry2022Table) {
+  TempDir dir;
+  broker::BrokerOptions options = icr::testing::TestBrokerOptions(dir.path());
+  options.escalation.enabled = false;  // 2022 events: every deadline is long past
+  TestBroker broker(options);
+  auto stub = broker.NewStub();
+  auto wf = broker.NewWorkflowStub();
+  const auto scenario = broker::workflow::CoventryTable2022Scenario(20);
+  std::vector<v1::CareEvent> events = broker::workflow::BuildFlowScenario(scenario);
+  ASSERT_GT(events.size(), 500u);
+  for (size_t i = 0; i < events.size(); i += 200) {
+    v1::PublishBatchRequest req;
+    for (size_t j = i; j < std::min(events.size(), i + 200); ++j) *req.add_events() = events[j];
+    v1::PublishBatchResponse resp;
+    auto ctx = Context();
+    grpc::Status s = stub->PublishBatch(ctx.get(), req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_code() << " " << s.error_message();
+  }
+  struct Row {
+    double pw1_minutes, pw2_minutes, pw1_offer, pw2_offer, pw1_discharge, pw2_discharge;
+  };
+  const Row table[2] = {{31, 34, 0, 1, 2, 3}, {29, 32, 0, 2, 2, 3}};
+  ASSERT_EQ(scenario.periods.size(), 2u);
+  for (int p = 0; p < 2; ++p) {
+    v1::GetFlowMetricsRequest req;
+    broker::SetTimestamp(req.mutable_from(), scenario.periods[p].from_micros);
+    broker::SetTimestamp(req.mutable_to(), scenario.periods[p].to_micros);
+    req.set_place(v1::COVENTRY);
+    v1::FlowMetrics m;
+    auto ctx = Context();
+    grpc::Status s = wf->GetFlowMetrics(ctx.get(), req, &m);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(m.pathways_size(), 4);
+    const v1::PathwayFlow& pw1 = m.pathways(1);
+    const v1::PathwayFlow& pw2 = m.pathways(2);
+    ASSERT_EQ(pw1.pathway(), v1::PATHWAY_1);
+    SCOPED_TRACE("period " + std::to_string(p + 1));
+    EXPECT_EQ(pw1.minutes_referral_to_brokerage().count(), 20u);
+    EXPECT_DOUBLE_EQ(pw1.minutes_referral_to_brokerage().mean(), table[p].pw1_minutes);
+    EXPECT_DOUBLE_EQ(pw2.minutes_referral_to_brokerage().mean(), table[p].pw2_minutes);
+    EXPECT_DOUBLE_EQ(pw1.days_brokerage_to_offer().mean(), table[p].pw1_offer);
+    EXPECT_DOUBLE_EQ(pw2.days_brokerage_to_offer().mean(), table[p].pw2_offer);
+    EXPECT_DOUBLE_EQ(pw1.days_offer_to_discharge().mean(), table[p].pw1_discharge);
+    EXPECT_DOUBLE_EQ(pw2.days_offer_to_discharge().mean(), table[p].pw2_discharge);
+    EXPECT_EQ(pw1.discharges(), 20u);
+  }
+  // Another Place has none of it.
+  v1::GetFlowMetricsRequest rugby;
+  broker::SetTimestamp(rugby.mutable_from(), scenario.periods[0].from_micros);
+  broker::SetTimestamp(rugby.mutable_to(), scenario.periods[1].to_micros);
+  rugby.set_place(v1::RUGBY);
+  v1::FlowMetrics m;
+  auto ctx = Context();
+  ASSERT_TRUE(wf->GetFlowMetrics(ctx.get(), rugby, &m).ok());
+  EXPECT_EQ(m.pathways(1).discharges(), 0u);
+  // A period that ends before it starts is refused.
+  v1::GetFlowMetricsRequest bad = rugby;
+  std::swap(*bad.mutable_from(), *bad.mutable_to());
+  auto ctx2 = Context();
+  EXPECT_EQ(wf->GetFlowMetrics(ctx2.get(), bad, &m).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST(WorkflowTimersTest, EscalationsFireOnTimeAndSurviveARestart) {
   TempDir dir;
   broker::BrokerOptions options = icr::testing::TestBrokerOptions(dir.path());
@@ -640,6 +716,42 @@ TEST(WorkflowTimersTest, EscalationsFireOnTimeAndSurviveARestart) {
   fake.mutable_escalation()->set_kind(v1::NO_OFFER);
   broker::SetTimestamp(fake.mutable_escalation()->mutable_deadline(), broker::NowMicros());
   EXPECT_EQ(Publish(stub.get(), fake).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(WorkflowTimersTest, NoOfferEscalatesAgainOnlyAfterAFreshWindowFollowingADecline) {
+  TempDir dir;
+  broker::BrokerOptions options = icr::testing::TestBrokerOptions(dir.path());
+  options.workflow.offer_seconds[1] = 2;  // pathway 1: an offer within 2 s
+  options.escalation.poll_ms = 100;
+  TestBroker broker(options);
+  auto stub = broker.NewStub();
+  auto wf = broker.NewWorkflowStub();
+  const std::string nhs = TestNhsNumber(31);
+  MustPublish(stub.get(), Referral(nhs, "REF-N", 0));
+  MustPublish(stub.get(), Status(nhs, "REF-N", v1::ACCEPTED, "n-acc", 0));
+  MustPublish(stub.get(), Status(nhs, "REF-N", v1::FORWARDED_TO_BROKERAGE, "n-fwd", 0));
+  MustPublish(stub.get(), Request(nhs, "REF-N", "REF-N-R"));
+
+  v1::SubscribeRequest req;
+  req.mutable_start()->set_earliest(true);
+  req.mutable_filter()->add_event_types(v1::ESCALATION);
+  auto first = Collect(stub.get(), req, 3000ms);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].event().escalation().kind(), v1::NO_OFFER);
+  EXPECT_EQ(GetReferral(wf.get(), "REF-N").open_escalations_size(), 1);
+
+  // An offer resolves it; a decline starts a fresh 2 s window.
+  MustPublish(stub.get(), Offer(nhs, "REF-N-R", "REF-N-O"));
+  EXPECT_TRUE(GetReferral(wf.get(), "REF-N").open_escalations().empty());
+  v1::CareEvent no = Answer(nhs, "REF-N-O", false, "n-no");
+  broker::SetTimestamp(no.mutable_occurred_at(), broker::NowMicros());
+  MustPublish(stub.get(), no);
+  auto both = Collect(stub.get(), req, 3500ms);
+  ASSERT_EQ(both.size(), 2u);
+  const int64_t d1 = broker::ToMicros(both[0].event().escalation().deadline());
+  const int64_t d2 = broker::ToMicros(both[1].event().escalation().deadline());
+  EXPECT_GE(d2 - d1, 1000000) << "the second window must start at the decline";
+  EXPECT_EQ(GetReferral(wf.get(), "REF-N").open_escalations_size(), 1);
 }
 
 }  // namespace
