@@ -32,7 +32,17 @@ store::Status ReadReferral(store::EventStore* store, const std::string& referral
     return store::Status::Corruption("the stored referral " + referral_id +
                                      " could not be parsed");
   }
-  return s;
+  return FillReferralNeeds(store, referral);
+}
+
+store::Status FillReferralNeeds(store::EventStore* store, icr::v1::Referral* referral) {
+  if (referral->created_position() == 0) return store::Status::Ok();
+  store::EventPtr created;
+  store::Status s = store->Get(referral->created_position(), &created);
+  if (!s.ok()) return s;
+  const std::string& text = created->event.discharge_referral().needs().summary();
+  if (!text.empty()) referral->mutable_needs()->set_summary(text);
+  return store::Status::Ok();
 }
 
 store::Status ReadCareSummary(store::EventStore* store, const std::string& nhs,

@@ -27,6 +27,10 @@ store::Status ReadCareSummary(store::EventStore* store, const std::string& nhs,
 store::Status ReadReferral(store::EventStore* store, const std::string& referral_id,
                            icr::v1::Referral* referral);  // kNotFound
 
+// Fills in needs.summary, which the stored record leaves in the creating
+// event (Referral.created_position).
+store::Status FillReferralNeeds(store::EventStore* store, icr::v1::Referral* referral);
+
 store::Status ReadTeam(store::EventStore* store, const icr::v1::TeamRef& ref,
                        icr::v1::Team* team);  // kNotFound
 

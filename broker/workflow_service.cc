@@ -197,6 +197,14 @@ grpc::ServerUnaryReactor* WorkflowService::ListReferrals(
     matched.resize(limit);
     response->set_truncated(true);
   }
+  if (include_closed) {  // the open index path read them with ReadReferral, which fills it
+    for (Referral& r : matched) {
+      if (store::Status fs = FillReferralNeeds(store_, &r); !fs.ok()) {
+        reactor->Finish(ToGrpc(fs));
+        return reactor;
+      }
+    }
+  }
   for (auto& r : matched) *response->add_referrals() = std::move(r);
   reactor->Finish(grpc::Status::OK);
   return reactor;

@@ -269,7 +269,7 @@ class GroupStateTxn final : public StateTxn {
   }
 
   void Put(std::string_view key, std::string_view value) override {
-    Entry& e = Touch(key);
+    Entry& e = Touch(key, /*replace=*/true);
     e.base_known = true;
     e.base = std::string(value);
     e.operands.clear();
@@ -278,7 +278,7 @@ class GroupStateTxn final : public StateTxn {
   }
 
   void Delete(std::string_view key) override {
-    Entry& e = Touch(key);
+    Entry& e = Touch(key, /*replace=*/true);
     e.base_known = true;
     e.base.reset();
     e.operands.clear();
@@ -286,44 +286,29 @@ class GroupStateTxn final : public StateTxn {
   }
 
   void Accumulate(std::string_view key, std::string_view operand) override {
-    Entry& e = Touch(key);
+    Entry& e = Touch(key, /*replace=*/false);
     e.operands.emplace_back(operand);
     batch_->Merge(cf_, rocksdb::Slice(key.data(), key.size()),
                   rocksdb::Slice(operand.data(), operand.size()));
   }
 
-  void AccumulateEvent(std::string_view key, char tag) override {
-    pending_events_.emplace_back(std::string(key), tag);
-  }
-
-  // Writes the AccumulateEvent operands of the event just applied, now that
-  // its stored bytes exist.
-  void EventSerialized(const std::string& stored) {
-    for (auto& [key, tag] : pending_events_) {
-      std::string operand;
-      operand.reserve(stored.size() + 1);
-      operand.push_back(tag);
-      operand.append(stored);
-      Accumulate(key, operand);
-    }
-    pending_events_.clear();
-  }
-
   // Call boundaries (the batch's own save points are handled by the caller).
-  void BeginCall() {
-    undo_.clear();
-    pending_events_.clear();
-  }
+  void BeginCall() { undo_.clear(); }
   void RollbackCall() {
     for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) {
-      if (it->second.has_value()) {
-        overlay_[it->first] = std::move(*it->second);
-      } else {
-        overlay_.erase(it->first);
+      switch (it->action) {
+        case Undo::kErase:
+          overlay_.erase(it->key);
+          break;
+        case Undo::kPopOperand:
+          overlay_[it->key].operands.pop_back();
+          break;
+        case Undo::kRestore:
+          overlay_[it->key] = std::move(*it->previous);
+          break;
       }
     }
     undo_.clear();
-    pending_events_.clear();
   }
 
  private:
@@ -332,15 +317,28 @@ class GroupStateTxn final : public StateTxn {
     std::optional<std::string> base;     // when known: the value, or none (deleted)
     std::vector<std::string> operands;   // accumulated after the base
   };
+  // How to take back one change. An accumulation only pops its operand, so a
+  // person with many events in one group costs no copies of earlier ones.
+  struct Undo {
+    enum Action { kErase, kPopOperand, kRestore } action;
+    std::string key;
+    std::optional<Entry> previous;  // kRestore
+  };
 
-  Entry& Touch(std::string_view key) {
+  // The entry for `key`, recording how to undo the coming change: `replace`
+  // for Put/Delete (which overwrite the entry), else an accumulation.
+  Entry& Touch(std::string_view key, bool replace) {
     std::string k(key);
     auto it = overlay_.find(k);
     if (it == overlay_.end()) {
-      undo_.emplace_back(k, std::nullopt);
+      undo_.push_back({Undo::kErase, k, std::nullopt});
       return overlay_[k];
     }
-    undo_.emplace_back(k, it->second);
+    if (replace) {
+      undo_.push_back({Undo::kRestore, k, it->second});
+    } else {
+      undo_.push_back({Undo::kPopOperand, k, std::nullopt});
+    }
     return it->second;
   }
 
@@ -349,8 +347,7 @@ class GroupStateTxn final : public StateTxn {
   rocksdb::WriteBatch* batch_;
   const StateMachine* machine_;
   std::unordered_map<std::string, Entry> overlay_;
-  std::vector<std::pair<std::string, std::optional<Entry>>> undo_;
-  std::vector<std::pair<std::string, char>> pending_events_;
+  std::vector<Undo> undo_;
 };
 
 class RocksDbStore final : public EventStore {
@@ -470,6 +467,14 @@ Status RocksDbStore::Open() {
   if (!s.ok()) return s;
   s = RecoverLastPosition();
   if (!s.ok()) return s;
+  if (options_.state_machine) {
+    s = options_.state_machine->Recover(
+        [this](const std::string& prefix,
+               const std::function<bool(std::string_view, std::string_view)>& visit) {
+          return ScanState(prefix, visit);
+        });
+    if (!s.ok()) return s;
+  }
   {
     std::lock_guard lk(mu_);
     accepting_ = true;
@@ -531,8 +536,14 @@ Status RocksDbStore::OpenDb() {
     patient.memtable_prefix_bloom_size_ratio = 0.05;
     descriptors.emplace_back(kCfNames[kPatient], patient);
   }
-  descriptors.emplace_back(kCfNames[kIdempotency],
-                           MakeCfOptions(cache_, compression, 32 * kMiB, true, true));
+  {
+    // Every new event's idempotency key is looked up and almost never found.
+    rocksdb::ColumnFamilyOptions idempotency =
+        MakeCfOptions(cache_, compression, 32 * kMiB, true, true);
+    idempotency.memtable_prefix_bloom_size_ratio = 0.05;
+    idempotency.memtable_whole_key_filtering = true;
+    descriptors.emplace_back(kCfNames[kIdempotency], idempotency);
+  }
   descriptors.emplace_back(kCfNames[kCursors],
                            MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
   descriptors.emplace_back(kCfNames[kParked],
@@ -540,11 +551,13 @@ Status RocksDbStore::OpenDb() {
   {
     rocksdb::ColumnFamilyOptions state =
         MakeCfOptions(cache_, compression, 32 * kMiB, /*bloom=*/true, true);
+    // The writer looks state keys up for every event, mostly keys that do
+    // not exist yet (a new referral, a number never merged): a memtable
+    // bloom answers those without searching the skip list.
+    state.memtable_prefix_bloom_size_ratio = 0.05;
+    state.memtable_whole_key_filtering = true;
     if (options_.state_machine) {
       state.merge_operator = std::make_shared<StateMergeOperator>(options_.state_machine);
-      // Fold a person's summary on the write path every 16 operands, so a
-      // read never folds more than that many from the memtable.
-      state.max_successive_merges = 16;
     }
     descriptors.emplace_back(kCfNames[kState], state);
   }
@@ -844,7 +857,6 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
         s = Status::Internal("event " + std::to_string(position) + " could not be serialized");
         break;
       }
-      if (txn) txn->EventSerialized(value);
       const std::string position_key = keys::EncodePosition(position);
       batch.Put(cfs_[kEvents], position_key, value);
       batch.Put(cfs_[kPatient], keys::PatientKey(stored->event.nhs_number(), position),

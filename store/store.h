@@ -78,9 +78,6 @@ class StateTxn {
   // operands onto the stored value with StateMachine::Fold, so the write
   // path never reads the value (used for the per-person summary).
   virtual void Accumulate(std::string_view key, std::string_view operand) = 0;
-  // Accumulate with the operand `tag` + the event being applied, as it will
-  // be stored (saves serialising it twice).
-  virtual void AccumulateEvent(std::string_view key, char tag) = 0;
 };
 
 // The rules that derive state from events. Set in StoreOptions; the store
@@ -88,6 +85,13 @@ class StateTxn {
 class StateMachine {
  public:
   virtual ~StateMachine() = default;
+  using ScanFn = std::function<Status(
+      const std::string& prefix,
+      const std::function<bool(std::string_view key, std::string_view value)>& visit)>;
+  // Called once as the store opens, before any Apply, with a scan of the
+  // state kept so far (e.g. to rebuild in-memory indexes). Not OK: the
+  // store does not open.
+  virtual Status Recover(const ScanFn& scan) { return Status::Ok(); }
   // Called for each new (non-duplicate) event, in position order, after its
   // position, event_id and recorded_at are assigned and before it is
   // serialised: it may fill the event's other broker-assigned fields. A

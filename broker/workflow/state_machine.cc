@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <set>
+#include <unordered_set>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -125,6 +126,14 @@ class WorkflowStateMachine final : public store::StateMachine {
  public:
   explicit WorkflowStateMachine(const WorkflowOptions& options) : options_(options) {}
 
+  Status Recover(const ScanFn& scan) override {
+    retired_.clear();
+    return scan(std::string(keys::kMerged), [this](std::string_view key, std::string_view) {
+      retired_.emplace(key.substr(keys::kMerged.size()));
+      return true;
+    });
+  }
+
   Status Apply(CareEvent* event, store::StateTxn* txn) override {
     Status s = ApplySummary(event, txn);
     if (!s.ok()) return s;
@@ -161,6 +170,10 @@ class WorkflowStateMachine final : public store::StateMachine {
  private:
   // The number a person's state lives under: the survivor after a merge.
   Status Resolve(store::StateTxn* txn, const std::string& nhs, std::string* survivor) {
+    if (!MaybeRetired(nhs)) {
+      *survivor = nhs;
+      return Status::Ok();
+    }
     std::string value;
     Status s = txn->Get(keys::Key(keys::kMerged, nhs), &value);
     if (s.ok()) {
@@ -203,6 +216,7 @@ class WorkflowStateMachine final : public store::StateMachine {
         if (retired_summary.ParseFromString(retired_summary_bytes)) {
           for (const std::string& older : retired_summary.retired_nhs_numbers()) {
             txn->Put(keys::Key(keys::kMerged, older), survivor);
+            NoteRetired(older);
           }
         }
         txn->Accumulate(keys::Key(keys::kSummary, survivor), "S" + retired_summary_bytes);
@@ -211,6 +225,7 @@ class WorkflowStateMachine final : public store::StateMachine {
         return s;
       }
       txn->Put(keys::Key(keys::kMerged, retired), survivor);
+      NoteRetired(retired);
       std::string survivor_referral;
       s = txn->Get(keys::Key(keys::kPerson, survivor), &survivor_referral);
       if (s.code() == store::StatusCode::kNotFound) {
@@ -222,8 +237,54 @@ class WorkflowStateMachine final : public store::StateMachine {
         return s;
       }
     }
-    txn->AccumulateEvent(keys::Key(keys::kSummary, survivor), 'E');
+    txn->Accumulate(keys::Key(keys::kSummary, survivor), SummaryOperand(*event));
     return Status::Ok();
+  }
+
+  // 'E' + the parts of the event the summary fold reads: the envelope's
+  // bookkeeping fields and the payload of the types it summarises (for
+  // referrals and placement requests only the needs flags, not their free
+  // text). A few hundred bytes instead of the whole event.
+  static std::string SummaryOperand(const CareEvent& e) {
+    CareEvent slim;
+    slim.set_source_system_id(e.source_system_id());
+    slim.set_source_organisation(e.source_organisation());
+    slim.set_care_setting(e.care_setting());
+    slim.set_nhs_number(e.nhs_number());
+    slim.set_position(e.position());
+    slim.set_event_type(e.event_type());
+    *slim.mutable_occurred_at() = e.occurred_at();
+    *slim.mutable_recorded_at() = e.recorded_at();
+    switch (e.payload_case()) {
+      case CareEvent::kDischargeReferral:
+        *slim.mutable_discharge_referral()->mutable_needs() = e.discharge_referral().needs();
+        slim.mutable_discharge_referral()->mutable_needs()->clear_summary();
+        break;
+      case CareEvent::kPlacementRequest:
+        *slim.mutable_placement_request()->mutable_needs() = e.placement_request().needs();
+        slim.mutable_placement_request()->mutable_needs()->clear_summary();
+        break;
+      case CareEvent::kDemographicsUpdate:
+      case CareEvent::kAdmission:
+      case CareEvent::kTransfer:
+      case CareEvent::kDischarge:
+      case CareEvent::kMedicallyOptimised:
+      case CareEvent::kExpectedDischargeDateSet:
+      case CareEvent::kCarePackageStart:
+      case CareEvent::kCarePackageEnd:
+      case CareEvent::kGpRegistration:
+      case CareEvent::kCareSummaryContribution:
+      case CareEvent::kDeathNotification:
+      case CareEvent::kNhsNumberMerge:
+      case CareEvent::kEncounterCancellation:
+        slim = e;  // the fold reads these payloads; small apart from rare free text
+        break;
+      default:
+        break;  // bookkeeping only
+    }
+    std::string out("E");
+    slim.AppendToString(&out);
+    return out;
   }
 
   // Finds the referral an event concerns. Sets *referral_id to "" when the
@@ -395,8 +456,17 @@ class WorkflowStateMachine final : public store::StateMachine {
       *e->mutable_addressee() = next.addressee();
     }
 
+    if (e->payload_case() == CareEvent::kDischargeReferral) next.set_created_position(e->position());
+    // The needs' free text stays in the creating event (see created_position):
+    // every later transition then rewrites a few hundred bytes, not kilobytes.
     std::string out;
-    next.SerializeToString(&out);
+    if (next.needs().summary().empty()) {
+      next.SerializeToString(&out);
+    } else {
+      Referral stored = next;
+      stored.mutable_needs()->clear_summary();
+      stored.SerializeToString(&out);
+    }
     txn->Put(rkey, out);
     if (IsOpen(next.status())) {
       if (!exists || !IsOpen(current.status())) txn->Put(keys::Key(keys::kOpen, id), "");
@@ -440,7 +510,17 @@ class WorkflowStateMachine final : public store::StateMachine {
     return Status::Ok();
   }
 
+  // A superset of the retired numbers, so the writer reads m/ only for
+  // numbers that may have been merged: loaded by Recover, added to by
+  // merges. A number noted by a merge whose call then fails stays in it
+  // harmlessly (the read answers "not merged"). Writer thread only.
+  bool MaybeRetired(const std::string& nhs) {
+    return retired_.count(nhs) > 0;
+  }
+  void NoteRetired(const std::string& nhs) { retired_.insert(nhs); }
+
   const WorkflowOptions options_;
+  std::unordered_set<std::string> retired_;
 };
 
 }  // namespace

@@ -208,6 +208,11 @@ struct Config {
   uint64_t patients = 100000;
   double zipf_s = 1.1;
   size_t event_bytes = 1024;
+  // referral: every event a new discharge referral (creates a referral,
+  // indexes and two escalation deadlines, and updates the summary: the
+  // workflow's worst case). assessment: a Care Act assessment (updates only
+  // the person's summary), like most traffic.
+  std::string event_type = "referral";
   std::vector<double> rates = {1000, 5000};
   std::vector<int> unary_publishers = {1, 16};
   std::vector<int> stream_publishers = {1, 16};
@@ -255,7 +260,8 @@ class Zipf {
 struct Workload {
   std::vector<std::string> nhs;  // rank -> NHS number (shuffled: hot numbers spread out)
   std::unique_ptr<Zipf> zipf;
-  CareEvent tmpl;                // a padded referral; ids are set per event
+  CareEvent tmpl;                // a padded event; ids are set per event
+  bool referral = true;          // tmpl is a discharge referral
   std::string run_id;            // part of every source_message_id
   size_t event_size = 0;         // serialized size of a typical event
 
@@ -263,7 +269,11 @@ struct Workload {
   void Fill(CareEvent* e, std::mt19937_64& rng, const char* msg_id, size_t len) const {
     e->set_nhs_number(nhs[(*zipf)(rng)]);
     e->set_source_message_id(msg_id, len);
-    e->mutable_discharge_referral()->set_referral_id(msg_id, len);
+    if (referral) {
+      e->mutable_discharge_referral()->set_referral_id(msg_id, len);
+    } else {
+      e->mutable_care_act_assessment()->set_assessment_id(msg_id, len);
+    }
   }
 };
 
@@ -284,25 +294,35 @@ Workload MakeWorkload(const Config& cfg) {
   const std::string id = w.run_id + "-stream-16-15-0000000000";
   w.tmpl = icr::testing::ReferralEvent(w.nhs[0], id);
   w.tmpl.mutable_discharge_referral()->set_referral_id(id);
-  auto* needs = w.tmpl.mutable_discharge_referral()->mutable_needs();
+  w.referral = cfg.event_type == "referral";
+  if (!w.referral) {
+    // The same envelope, but an assessment: free text in its outcome.
+    w.tmpl.clear_addressee();
+    w.tmpl.set_priority(icr::v1::ROUTINE);
+    auto* a = w.tmpl.mutable_care_act_assessment();
+    a->set_assessment_id(id);
+  }
+  // Both pad with free text: the referral's needs summary or the
+  // assessment's outcome note.
+  std::string* padded = w.referral
+                            ? w.tmpl.mutable_discharge_referral()->mutable_needs()->mutable_summary()
+                            : w.tmpl.mutable_care_act_assessment()->mutable_outcome();
   const size_t size = w.tmpl.ByteSizeLong();
   if (size < cfg.event_bytes) {
     // Realistic-looking free text rather than one repeated byte.
     static const char* kWords[] = {"Lives alone;", "stairs at home;", "needs two carers;",
                                    "family visit daily;", "key safe fitted;",
                                    "walking frame;", "catheter care;", "medication prompts;"};
-    std::string text = needs->summary();
-    for (size_t k = 0; text.size() < needs->summary().size() + (cfg.event_bytes - size); ++k) {
+    std::string text = *padded;
+    const size_t base = padded->size();
+    for (size_t k = 0; text.size() < base + (cfg.event_bytes - size); ++k) {
       text += ' ';
       text += kWords[k % 8];
     }
     text.resize(std::min<size_t>(text.size(), 4000));  // the broker's string limit
-    needs->set_summary(text);
+    *padded = text;
     // Length prefixes may have grown by a byte or two: trim to the target.
-    while (w.tmpl.ByteSizeLong() > cfg.event_bytes && !text.empty()) {
-      text.pop_back();
-      needs->set_summary(text);
-    }
+    while (w.tmpl.ByteSizeLong() > cfg.event_bytes && !padded->empty()) padded->pop_back();
   }
   w.event_size = w.tmpl.ByteSizeLong();
   return w;
@@ -996,6 +1016,11 @@ int main(int argc, char** argv) {
   app.add_option("--zipf", cfg.zipf_s, "Zipf exponent of the NHS number draw")
       ->capture_default_str();
   app.add_option("--event-bytes", cfg.event_bytes, "serialized event size to pad to")
+      ->capture_default_str();
+  app.add_option("--event-type", cfg.event_type,
+                 "referral: each event a new discharge referral (the workflow's worst case); "
+                 "assessment: a Care Act assessment (summary update only)")
+      ->check(CLI::IsMember({"referral", "assessment"}))
       ->capture_default_str();
   app.add_option("--rates", cfg.rates, "offered rates (events/s) of the latency test")
       ->delimiter(',')

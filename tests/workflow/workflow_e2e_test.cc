@@ -65,6 +65,7 @@ v1::CareEvent Referral(const std::string& nhs, const std::string& ref, int minut
   r->set_pathway(pathway);
   *r->mutable_referrer() = kWard;
   r->mutable_needs()->set_dementia(true);
+  r->mutable_needs()->set_summary("Lives alone; needs help washing and dressing.");
   r->set_place(place);
   return e;
 }
@@ -239,6 +240,9 @@ TEST_F(WorkflowE2ETest, HappyPathWalksEveryStateWithVersionsAndMilestones) {
   EXPECT_EQ(done.offer_id(), "REF-H7-O");
   EXPECT_EQ(done.provider(), "VN123");
   EXPECT_TRUE(done.in_d2a());  // pathway 1: now in D2A capacity
+  EXPECT_EQ(done.created_position(), 1u + 2 + 3 + 4 + 5 + 6 + 7 + 1);  // after REF-H0..H6's events
+  // The needs' free text is kept once, in the creating event, and read back.
+  EXPECT_EQ(done.needs().summary(), "Lives alone; needs help washing and dressing.");
   EXPECT_EQ(done.addressee().team_code(), "HSCT-UHCW");
 
   // The stored workflow events travel URGENT, carry the referral's Place and
@@ -414,6 +418,14 @@ TEST_F(WorkflowE2ETest, PathwayChangesFromAnOpenStateAndListReferralsFilters) {
   v1::ListReferralsRequest closed;
   closed.add_states(v1::DISCHARGED);
   EXPECT_EQ(list(closed), (std::vector<std::string>{"REF-P3"}));
+  {
+    v1::ListReferralsResponse resp;
+    auto ctx = Context();
+    ASSERT_TRUE(wf_->ListReferrals(ctx.get(), closed, &resp).ok());
+    ASSERT_EQ(resp.referrals_size(), 1);
+    EXPECT_EQ(resp.referrals(0).needs().summary(),
+              "Lives alone; needs help washing and dressing.");
+  }
   v1::ListReferralsRequest by_team;
   *by_team.mutable_team() = kSocialCare;
   by_team.set_include_closed(true);
@@ -591,6 +603,23 @@ TEST_F(WorkflowE2ETest, MergedNumbersAnswerForTheSurvivor) {
     EXPECT_EQ(ids, (std::vector<std::string>{"gp-r", "adm-s", "merge-1", "mo-late"})) << asked;
     EXPECT_EQ(surviving, asked == retired ? survivor : "");
   }
+
+  // After a restart, news under the retired number still lands on the
+  // survivor (the broker reloads which numbers are retired).
+  stub_.reset();
+  wf_.reset();
+  broker_.reset();
+  broker_ = std::make_unique<TestBroker>(dir_.path());
+  stub_ = broker_->NewStub();
+  wf_ = broker_->NewWorkflowStub();
+  v1::CareEvent gp2 = Envelope(retired, "gp-r2", 5, "emis-m86001", "M86001", v1::GP);
+  gp2.mutable_gp_registration()->set_practice("M86002");
+  MustPublish(stub_.get(), gp2);
+  sreq.set_nhs_number(survivor);
+  auto ctx2 = Context();
+  ASSERT_TRUE(wf_->GetCareSummary(ctx2.get(), sreq, &summary).ok());
+  EXPECT_EQ(summary.registered_gp_practice(), "M86002");
+  EXPECT_EQ(summary.events(), 5u);
 
   // A merge into a retired number, or of a number merged already, is refused.
   v1::CareEvent again = Envelope(TestNhsNumber(22), "merge-2", 10);
