@@ -277,6 +277,28 @@ TEST_F(WorkflowE2ETest, DeclineReturnsToRequestedAndANewOfferCanBeMade) {
   MustPublish(stub_.get(), Offer(nhs_, "REF-D-R", "REF-D-O2"));
   MustPublish(stub_.get(), Answer(nhs_, "REF-D-O2", true, "yes-2"));
   EXPECT_EQ(GetReferral(wf_.get(), "REF-D").status(), v1::OFFER_ACCEPTED);
+
+  // The accepted placement falls through: cancelling the request returns
+  // the referral to brokerage, which can request again.
+  v1::CareEvent cancel = Envelope(nhs_, "cancel-1", 1, "ccc-brokerage", "CCC", v1::SOCIAL_CARE);
+  cancel.mutable_placement_cancellation()->set_request_id("REF-D-R");
+  cancel.mutable_placement_cancellation()->set_reason("provider withdrew");
+  MustPublish(stub_.get(), cancel);
+  v1::Referral back = GetReferral(wf_.get(), "REF-D");
+  EXPECT_EQ(back.status(), v1::FORWARDED_TO_BROKERAGE);
+  EXPECT_TRUE(back.request_id().empty());
+  EXPECT_TRUE(back.offer_id().empty());
+  MustPublish(stub_.get(), Request(nhs_, "REF-D", "REF-D-R2", v1::STEP_DOWN_BED));
+  EXPECT_EQ(GetReferral(wf_.get(), "REF-D").status(), v1::PLACEMENT_REQUESTED);
+  EXPECT_EQ(GetReferral(wf_.get(), "REF-D").service_type(), v1::STEP_DOWN_BED);
+  // A request id is used once (a new message reusing it is refused).
+  v1::CareEvent reuse = Request(nhs_, "REF-D", "REF-D-R");
+  reuse.set_source_message_id("req-reuse");
+  grpc::Status rs = Publish(stub_.get(), reuse);
+  EXPECT_EQ(rs.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(rs.error_message().find("placement request REF-D-R already exists"),
+            std::string::npos)
+      << rs.error_message();
 }
 
 TEST_F(WorkflowE2ETest, IllegalTransitionsAreRefusedNamingBothStatesAndStoreNothing) {
@@ -745,6 +767,60 @@ TEST(WorkflowTimersTest, EscalationsFireOnTimeAndSurviveARestart) {
   fake.mutable_escalation()->set_kind(v1::NO_OFFER);
   broker::SetTimestamp(fake.mutable_escalation()->mutable_deadline(), broker::NowMicros());
   EXPECT_EQ(Publish(stub.get(), fake).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(WorkflowTimersTest, D2aBeyondItsLimitEscalatesUntilReablementEnds) {
+  TempDir dir;
+  broker::BrokerOptions options = icr::testing::TestBrokerOptions(dir.path());
+  options.workflow.d2a_max_seconds = 2;  // stands in for 6 weeks
+  options.escalation.poll_ms = 100;
+  TestBroker broker(options);
+  auto stub = broker.NewStub();
+  auto wf = broker.NewWorkflowStub();
+  const std::string nhs = TestNhsNumber(32);
+  auto now_status = [&](const std::string& ref, v1::ReferralStatus st, const std::string& id) {
+    v1::CareEvent e = Status(nhs, ref, st, id);
+    broker::SetTimestamp(e.mutable_occurred_at(), broker::NowMicros());
+    return e;
+  };
+  MustPublish(stub.get(), Referral(nhs, "REF-D2A", 0));
+  MustPublish(stub.get(), now_status("REF-D2A", v1::ACCEPTED, "d-acc"));
+  MustPublish(stub.get(), now_status("REF-D2A", v1::FORWARDED_TO_BROKERAGE, "d-fwd"));
+  MustPublish(stub.get(), Request(nhs, "REF-D2A", "D2A-R"));
+  MustPublish(stub.get(), Offer(nhs, "D2A-R", "D2A-O"));
+  MustPublish(stub.get(), Answer(nhs, "D2A-O", true, "d-yes"));
+  MustPublish(stub.get(), now_status("REF-D2A", v1::SERVICE_CONFIRMED, "d-conf"));
+  MustPublish(stub.get(), now_status("REF-D2A", v1::DISCHARGED, "d-dis"));
+  ASSERT_TRUE(GetReferral(wf.get(), "REF-D2A").in_d2a());
+
+  v1::SubscribeRequest req;
+  req.mutable_start()->set_earliest(true);
+  req.mutable_filter()->add_event_types(v1::ESCALATION);
+  auto got = Collect(stub.get(), req, 3000ms);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].event().escalation().kind(), v1::D2A_OVER_SIX_WEEKS);
+  EXPECT_EQ(got[0].event().escalation().referral_status(), v1::DISCHARGED);
+  // Still counted as open in the flow metrics while the person is in D2A.
+  v1::GetFlowMetricsRequest mreq;
+  broker::SetTimestamp(mreq.mutable_from(), broker::NowMicros() - 3600LL * 1000000);
+  broker::SetTimestamp(mreq.mutable_to(), broker::NowMicros() + 60LL * 1000000);
+  v1::FlowMetrics m;
+  {
+    auto ctx = Context();
+    ASSERT_TRUE(wf->GetFlowMetrics(ctx.get(), mreq, &m).ok());
+  }
+  EXPECT_EQ(m.open_escalations(), 1u);
+
+  // The end of reablement ends D2A capacity and resolves the escalation.
+  v1::CareEvent end = Envelope(nhs, "reab-end", 0, "ccc-liquidlogic", "CCC", v1::SOCIAL_CARE);
+  end.mutable_reablement_end()->set_episode_id("REAB-1");
+  end.mutable_reablement_end()->mutable_end_date()->set_year(2026);
+  end.mutable_reablement_end()->mutable_end_date()->set_month(11);
+  end.mutable_reablement_end()->mutable_end_date()->set_day(22);
+  MustPublish(stub.get(), end);
+  v1::Referral after = GetReferral(wf.get(), "REF-D2A");
+  EXPECT_FALSE(after.in_d2a());
+  EXPECT_TRUE(after.open_escalations().empty());
 }
 
 TEST(WorkflowTimersTest, NoOfferEscalatesAgainOnlyAfterAFreshWindowFollowingADecline) {
