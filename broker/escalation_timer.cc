@@ -1,5 +1,6 @@
 #include "broker/escalation_timer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -29,6 +30,24 @@ std::string Detail(icr::v1::EscalationKind kind) {
     default:
       return "deadline passed";
   }
+}
+
+// A stable id for (referral, kind, deadline), within the broker's 128
+// printable characters: a long or unusual referral id is replaced by its
+// 64-bit FNV-1a hash.
+std::string MessageId(const std::string& referral_id, icr::v1::EscalationKind kind,
+                      int64_t due) {
+  const std::string tail = ":" + icr::v1::EscalationKind_Name(kind) + ":" + std::to_string(due);
+  const bool plain = std::all_of(referral_id.begin(), referral_id.end(),
+                                 [](char c) { return c > ' ' && c < 127; });
+  if (plain && 11 + referral_id.size() + tail.size() <= 128) {
+    return "escalation:" + referral_id + tail;
+  }
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : referral_id) h = (h ^ c) * 1099511628211ULL;
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return std::string("escalation:h") + hex + tail;
 }
 
 }  // namespace
@@ -74,30 +93,41 @@ void EscalationTimer::Check() {
     icr::v1::EscalationKind kind;
   };
   std::vector<Due> due;
-  store::Status s = store_->ScanState(std::string(keys::kDeadline),
-                                      [&](std::string_view key, std::string_view) {
-                                        Due d;
-                                        if (!keys::ParseDeadlineKey(key, &d.due, &d.referral_id,
-                                                                    &d.kind)) {
-                                          return true;  // not ours to judge; skip
-                                        }
-                                        if (d.due > now) return false;  // keys sort by time
-                                        d.key = std::string(key);
-                                        due.push_back(std::move(d));
-                                        return due.size() < 1000;
-                                      });
+  std::set<std::string> skip;  // dropped or being published: not counted below
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    skip = dropped_;
+    skip.insert(in_flight_.begin(), in_flight_.end());
+  }
+  std::set<std::string> seen_skipped;
+  constexpr size_t kMaxPerRound = 1000;
+  store::Status s = store_->ScanState(
+      std::string(keys::kDeadline), [&](std::string_view key, std::string_view) {
+        Due d;
+        if (!keys::ParseDeadlineKey(key, &d.due, &d.referral_id, &d.kind)) {
+          return true;  // not a deadline key; skip
+        }
+        if (d.due > now) return false;  // keys sort by time: nothing later is due
+        d.key = std::string(key);
+        if (skip.count(d.key)) {
+          seen_skipped.insert(std::move(d.key));
+          return true;
+        }
+        due.push_back(std::move(d));
+        return due.size() < kMaxPerRound;
+      });
   if (!s.ok()) {
     std::fprintf(stderr, "icr-broker: escalation timer: %s (retrying)\n", s.ToString().c_str());
   }
-  {
-    // Forget dropped deadlines that are gone from the store, so the set
-    // stays as small as the stale entries themselves.
+  if (s.ok() && due.size() < kMaxPerRound) {
+    // The scan saw every due key: forget dropped ones gone from the store,
+    // so the set stays as small as the stale keys themselves.
     std::lock_guard<std::mutex> lock(mu_);
     std::set<std::string> still;
-    for (const Due& d : due) {
-      if (dropped_.count(d.key)) still.insert(d.key);
+    for (const std::string& k : dropped_) {
+      if (seen_skipped.count(k)) still.insert(k);
     }
-    if (s.ok() && due.size() < 1000) dropped_.swap(still);
+    dropped_.swap(still);
   }
   for (Due& d : due) {
     {
@@ -119,8 +149,7 @@ void EscalationTimer::Check() {
     // Escalations concern the council's discharge work (care setting of the
     // teams they go to); the ICB raises them.
     e.set_care_setting(icr::v1::SOCIAL_CARE);
-    e.set_source_message_id("escalation:" + d.referral_id + ":" +
-                            icr::v1::EscalationKind_Name(d.kind) + ":" + std::to_string(d.due));
+    e.set_source_message_id(MessageId(d.referral_id, d.kind, d.due));
     e.set_nhs_number(referral.nhs_number());
     SetTimestamp(e.mutable_occurred_at(), d.due);
     e.set_priority(icr::v1::URGENT);
@@ -137,7 +166,7 @@ void EscalationTimer::Check() {
     events.push_back(std::move(e));
     pending_.fetch_add(1);
     ingest_->Publish(std::move(events), false,
-                     [this, key = d.key](const store::Status& st,
+                     [this, key = d.key, referral = d.referral_id](const store::Status& st,
                                          std::vector<store::AppendResult> results) {
                        {
                          std::lock_guard<std::mutex> lock(mu_);
@@ -150,10 +179,15 @@ void EscalationTimer::Check() {
                              // nothing more to raise for it.
                              dropped_.insert(key);
                            }
-                         } else if (st.code() == store::StatusCode::kFailedPrecondition ||
-                                    st.code() == store::StatusCode::kInvalidArgument) {
+                         } else if (st.code() == store::StatusCode::kFailedPrecondition) {
                            // The referral moved on: the deadline no longer applies.
                            dropped_.insert(key);
+                         } else {
+                           // Not ours to drop (a store error, or a bug making
+                           // an invalid event): say so, and try again later.
+                           std::fprintf(stderr,
+                                        "icr-broker: escalation of referral %s not raised: %s\n",
+                                        referral.c_str(), st.ToString().c_str());
                          }
                        }
                        pending_.fetch_sub(1);

@@ -39,6 +39,13 @@ store::Status FillReferralNeeds(store::EventStore* store, icr::v1::Referral* ref
   if (referral->created_position() == 0) return store::Status::Ok();
   store::EventPtr created;
   store::Status s = store->Get(referral->created_position(), &created);
+  // The state is written with its event but becomes readable a moment
+  // before the event's position is published: then the text is not there
+  // yet, and the referral is answered without it.
+  if (s.code() == store::StatusCode::kNotFound &&
+      referral->created_position() > store->LastPosition()) {
+    return store::Status::Ok();
+  }
   if (!s.ok()) return s;
   const std::string& text = created->event.discharge_referral().needs().summary();
   if (!text.empty()) referral->mutable_needs()->set_summary(text);

@@ -1,6 +1,7 @@
 #include "broker/workflow_service.h"
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <string>
 #include <vector>

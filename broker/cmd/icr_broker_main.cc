@@ -72,22 +72,26 @@ int main(int argc, char** argv) {
       ->envname("ICR_ESCALATIONS");
   app.add_option("--escalation-organisation", options.escalation.organisation,
                  "ODS code escalations are published under (the ICB's)")
+      ->check([](const std::string& value) {
+        std::string code = value;  // validation upper-cases it on ingest too
+        return icr::broker::OdsCodeProblem(&code, "--escalation-organisation");
+      })
       ->capture_default_str();
   double management_plan_hours = 24;
   app.add_option("--deadline-management-plan-hours", management_plan_hours,
                  "Escalate a referral not accepted within this many hours")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(0.01, 24.0 * 365))
       ->capture_default_str();
   double forward_minutes = 60;
   app.add_option("--deadline-forward-minutes", forward_minutes,
                  "Escalate a referral not forwarded to brokerage within this many minutes")
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(1.0, 60.0 * 24 * 365))
       ->capture_default_str();
   std::vector<double> offer_days = {1, 2, 3};
   app.add_option("--deadline-offer-days", offer_days,
                  "Escalate when brokerage makes no offer within these days (pathways 1, 2, 3)")
       ->expected(3)
-      ->check(CLI::PositiveNumber)
+      ->check(CLI::Range(0.001, 365.0))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   options.escalation.enabled = escalations == "on";

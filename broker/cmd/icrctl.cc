@@ -806,31 +806,26 @@ std::string Mebibytes(uint64_t bytes) {
   return buf;
 }
 
-// "importing: 45,000 rows, 44,500 stored, 12 rejected, 12,345 rows/s, 43% of
-// 12.0 MiB, ETA 0:07". On a terminal one line is redrawn; with --progress
-// elsewhere a line is printed every second.
-class ImportProgress {
+// One progress line on stderr for long operations: on a terminal it is
+// redrawn in place (at most every 200 ms); elsewhere a new line is printed
+// at most every second.
+class StatusLine {
  public:
-  ImportProgress(bool enabled, bool tty, uint64_t file_bytes)
-      : enabled_(enabled), tty_(tty), file_bytes_(file_bytes) {}
-  ~ImportProgress() { Finish(); }
-  void Update(const ImportCounts& t, uint64_t bytes, bool force = false) {
-    if (!enabled_) return;
+  StatusLine(bool enabled, bool tty) : enabled_(enabled), tty_(tty) {}
+  ~StatusLine() { Finish(); }
+  // True when a new line is due (always with `force`); the caller then
+  // builds it and calls Show.
+  bool Due(bool force) {
+    if (!enabled_) return false;
     const auto now = Clock::now();
     const auto every = tty_ ? std::chrono::milliseconds(200) : std::chrono::milliseconds(1000);
-    if (!force && now - last_ < every) return;
+    if (!force && now - last_ < every) return false;
     last_ = now;
-    const double secs = std::chrono::duration<double>(now - start_).count();
-    std::string line = "importing: " + WithCommas(t.read) + " rows, " +
-                       WithCommas(t.stored + t.duplicates) + " stored, " +
-                       WithCommas(t.rejected()) + " rejected, " +
-                       WithCommas(secs > 0 ? static_cast<uint64_t>(t.read / secs) : 0) + " rows/s";
-    if (file_bytes_ > 0) {
-      const double fraction = std::min(1.0, static_cast<double>(bytes) / file_bytes_);
-      line += ", " + std::to_string(static_cast<int>(fraction * 100)) + "% of " +
-              Mebibytes(file_bytes_);
-      if (fraction > 0 && secs > 0.5) line += ", ETA " + Eta(secs * (1 - fraction) / fraction);
-    }
+    return true;
+  }
+  // Seconds since the operation started.
+  double Seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  void Show(const std::string& line) {
     if (tty_) {
       std::fprintf(stderr, "\r%s   ", line.c_str());
       shown_ = true;
@@ -847,10 +842,38 @@ class ImportProgress {
  private:
   bool enabled_;
   bool tty_;
-  uint64_t file_bytes_;
   bool shown_ = false;
   Clock::time_point start_ = Clock::now();
   Clock::time_point last_{};
+};
+
+// "importing: 45,000 rows, 44,500 stored, 12 rejected, 12,345 rows/s, 43% of
+// 12.0 MiB, ETA 0:07". On a terminal one line is redrawn; with --progress
+// elsewhere a line is printed every second.
+class ImportProgress {
+ public:
+  ImportProgress(bool enabled, bool tty, uint64_t file_bytes)
+      : line_(enabled, tty), file_bytes_(file_bytes) {}
+  void Update(const ImportCounts& t, uint64_t bytes, bool force = false) {
+    if (!line_.Due(force)) return;
+    const double secs = line_.Seconds();
+    std::string line = "importing: " + WithCommas(t.read) + " rows, " +
+                       WithCommas(t.stored + t.duplicates) + " stored, " +
+                       WithCommas(t.rejected()) + " rejected, " +
+                       WithCommas(secs > 0 ? static_cast<uint64_t>(t.read / secs) : 0) + " rows/s";
+    if (file_bytes_ > 0) {
+      const double fraction = std::min(1.0, static_cast<double>(bytes) / file_bytes_);
+      line += ", " + std::to_string(static_cast<int>(fraction * 100)) + "% of " +
+              Mebibytes(file_bytes_);
+      if (fraction > 0 && secs > 0.5) line += ", ETA " + Eta(secs * (1 - fraction) / fraction);
+    }
+    line_.Show(line);
+  }
+  void Finish() { line_.Finish(); }
+
+ private:
+  StatusLine line_;
+  uint64_t file_bytes_;
 };
 
 // A PublishStream request and the rows its events came from (kept to resend
@@ -1980,17 +2003,13 @@ struct SimulateOptions {
 class SimulateProgress {
  public:
   SimulateProgress(bool enabled, bool tty, bool realtime, const std::string& verb)
-      : enabled_(enabled), tty_(tty), realtime_(realtime), verb_(verb) {}
-  ~SimulateProgress() { Finish(); }
+      : line_(enabled, tty), realtime_(realtime), verb_(verb) {}
   void Update(int64_t sim_micros, int64_t start, int64_t stop, int days, uint64_t events,
               bool force = false) {
-    if (!enabled_) return;
-    const auto now = Clock::now();
-    const auto every = tty_ ? std::chrono::milliseconds(200) : std::chrono::milliseconds(1000);
-    if (!force && now - last_ < every) return;
-    last_ = now;
-    const double secs = std::chrono::duration<double>(now - start_).count();
-    const int64_t day = std::min<int64_t>(days, std::max<int64_t>(1, (sim_micros - start) / kMicrosPerDay + 1));
+    if (!line_.Due(force)) return;
+    const double secs = line_.Seconds();
+    const int64_t day =
+        std::min<int64_t>(days, std::max<int64_t>(1, (sim_micros - start) / kMicrosPerDay + 1));
     google::protobuf::Timestamp t;
     icr::broker::SetTimestamp(&t, sim_micros);
     std::string line = "simulating: day " + std::to_string(day) + " of " + std::to_string(days) +
@@ -2006,25 +2025,14 @@ class SimulateProgress {
       eta = secs * (1 - fraction) / fraction;
     }
     if (eta >= 0) line += ", ETA " + Eta(eta);
-    if (tty_) {
-      std::fprintf(stderr, "\r%s   ", line.c_str());
-      shown_ = true;
-    } else {
-      std::fprintf(stderr, "%s\n", line.c_str());
-    }
-    std::fflush(stderr);
+    line_.Show(line);
   }
-  void Finish() {
-    if (shown_) std::fputc('\n', stderr);
-    shown_ = false;
-  }
+  void Finish() { line_.Finish(); }
 
  private:
-  bool enabled_, tty_, realtime_;
+  StatusLine line_;
+  bool realtime_;
   std::string verb_;
-  bool shown_ = false;
-  Clock::time_point start_ = Clock::now();
-  Clock::time_point last_{};
 };
 
 // Publishes (or prints) a fixed list of events in batches; for --scenario.

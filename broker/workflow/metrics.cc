@@ -1,11 +1,11 @@
 #include "broker/workflow/metrics.h"
-#include "broker/timestamp.h"
 
 #include <algorithm>
 #include <array>
 #include <string>
 
 #include "broker/civil_time.h"
+#include "broker/timestamp.h"
 
 namespace icr::broker::workflow {
 namespace {

@@ -111,6 +111,7 @@ std::string StatusChange(const CareEvent& e, const Referral& cur, Referral* next
       case icr::v1::FORWARDED_TO_BROKERAGE:
         if (cur.status() != icr::v1::ACCEPTED) return NotFrom(cur, what, {icr::v1::ACCEPTED});
         *next->mutable_forwarded_at() = e.occurred_at();
+        *next->mutable_offer_window_started_at() = e.occurred_at();
         break;
       case icr::v1::SERVICE_CONFIRMED:
         if (cur.status() != icr::v1::OFFER_ACCEPTED) {
@@ -185,6 +186,10 @@ std::string Offer(const CareEvent& e, const Referral& cur, Referral* next) {
   if (cur.status() != icr::v1::PLACEMENT_REQUESTED) {
     return NotFrom(cur, "a placement offer (OFFER_MADE)", {icr::v1::PLACEMENT_REQUESTED});
   }
+  if (p.request_id() != cur.request_id()) {
+    return "referral " + cur.referral_id() + " is waiting on placement request " +
+           cur.request_id() + ", not request " + p.request_id();
+  }
   next->set_status(icr::v1::OFFER_MADE);
   next->set_offer_id(p.offer_id());
   next->set_provider(p.provider());
@@ -212,7 +217,7 @@ std::string OfferAnswer(const CareEvent& e, const Referral& cur, Referral* next)
     next->clear_offer_id();
     next->clear_provider();
     next->clear_offer_made_at();
-    *next->mutable_offer_declined_at() = e.occurred_at();
+    *next->mutable_offer_window_started_at() = e.occurred_at();
   }
   return {};
 }
@@ -224,7 +229,13 @@ std::string Cancel(const CareEvent& e, const Referral& cur, Referral* next) {
     return NotFrom(cur, "cancelling the placement request (back to FORWARDED_TO_BROKERAGE)",
                    allowed);
   }
+  const std::string& request_id = e.placement_cancellation().request_id();
+  if (request_id != cur.request_id()) {
+    return "referral " + cur.referral_id() + " has placement request " + cur.request_id() +
+           " open, not request " + request_id;
+  }
   next->set_status(icr::v1::FORWARDED_TO_BROKERAGE);
+  *next->mutable_offer_window_started_at() = e.occurred_at();  // brokerage starts again
   next->clear_request_id();
   next->clear_service_type();
   next->clear_offer_id();

@@ -1,5 +1,4 @@
 #include "broker/workflow/simulator.h"
-#include "broker/timestamp.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +8,8 @@
 #include <set>
 #include <utility>
 
+#include "broker/civil_time.h"
+#include "broker/timestamp.h"
 #include "broker/workflow/metrics.h"
 
 namespace icr::broker::workflow {
@@ -865,20 +866,12 @@ struct Simulator::Impl {
   int64_t stop = 0;
   int day_index = 0;
   uint64_t seq = 0;
-  const int64_t civil_days_1925 = DayFromDateYmd(1925, 1, 1);
+  const int64_t civil_days_1925 = icr::civil::DaysFromCivil(1925, 1, 1);
   std::vector<std::unique_ptr<Case>> cases;
   std::priority_queue<Scheduled, std::vector<Scheduled>, std::greater<Scheduled>> queue;
   // Cases whose ReablementStart (hours after the Discharge) is still to come.
   std::set<uint32_t> reablement_pending;
   SimulationStats stats;
-
-  static int64_t DayFromDateYmd(int y, int m, int d) {
-    icr::v1::Date date;
-    date.set_year(y);
-    date.set_month(m);
-    date.set_day(d);
-    return DayFromDate(date);
-  }
 };
 
 Simulator::Simulator(const SimulationOptions& options) : impl_(std::make_unique<Impl>(options)) {}
@@ -896,13 +889,7 @@ int64_t Simulator::PeekMicros() {
 // ---------------------------------------------------------------------------
 
 namespace {
-int64_t Day(int y, int m, int d) {
-  icr::v1::Date date;
-  date.set_year(y);
-  date.set_month(m);
-  date.set_day(d);
-  return DayFromDate(date);
-}
+constexpr int64_t Day(int y, int m, int d) { return icr::civil::DaysFromCivil(y, m, d); }
 
 // The hospital whose social care team serves a Place in the scenarios.
 const Site& SiteFor(Place place) {

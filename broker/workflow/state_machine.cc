@@ -1,12 +1,15 @@
 #include "broker/workflow/state_machine.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
 #include <algorithm>
 #include <set>
 #include <unordered_set>
-#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "broker/timestamp.h"
 #include "broker/workflow/referral.h"
 #include "broker/workflow/summary.h"
 #include "store/keys.h"
@@ -66,10 +69,6 @@ using icr::v1::CareEvent;
 using icr::v1::Referral;
 using store::Status;
 
-int64_t Micros(const google::protobuf::Timestamp& t) {
-  return t.seconds() * 1000000 + t.nanos() / 1000;
-}
-
 bool IsWorkflowType(CareEvent::PayloadCase c) {
   switch (c) {
     case CareEvent::kDischargeReferral:
@@ -99,24 +98,24 @@ std::vector<Deadline> DeadlinesFor(const Referral& r, const WorkflowOptions& o) 
   constexpr int64_t kMicros = 1000000;
   const auto s = r.status();
   if (s == icr::v1::CREATED && !Escalated(r, icr::v1::NO_MANAGEMENT_PLAN)) {
-    out.emplace_back(Micros(r.created_at()) + o.management_plan_seconds * kMicros,
+    out.emplace_back(ToMicros(r.created_at()) + o.management_plan_seconds * kMicros,
                      icr::v1::NO_MANAGEMENT_PLAN);
   }
   if ((s == icr::v1::CREATED || s == icr::v1::ACCEPTED) && r.pathway() != icr::v1::PATHWAY_0 &&
       !Escalated(r, icr::v1::NOT_FORWARDED_TO_BROKERAGE)) {
-    out.emplace_back(Micros(r.created_at()) + o.forward_to_brokerage_seconds * kMicros,
+    out.emplace_back(ToMicros(r.created_at()) + o.forward_to_brokerage_seconds * kMicros,
                      icr::v1::NOT_FORWARDED_TO_BROKERAGE);
   }
   const int pw = r.pathway() - icr::v1::PATHWAY_0;  // 0..3
   if ((s == icr::v1::FORWARDED_TO_BROKERAGE || s == icr::v1::PLACEMENT_REQUESTED) && pw >= 1 &&
       pw <= 3 && o.offer_seconds[pw] > 0 && !Escalated(r, icr::v1::NO_OFFER)) {
-    // After a declined offer brokerage gets a fresh window.
-    const int64_t from = r.has_offer_declined_at() ? Micros(r.offer_declined_at())
-                                                   : Micros(r.forwarded_at());
+    // A declined offer or a cancelled request starts a fresh window.
+    const int64_t from = r.has_offer_window_started_at() ? ToMicros(r.offer_window_started_at())
+                                                         : ToMicros(r.forwarded_at());
     out.emplace_back(from + o.offer_seconds[pw] * kMicros, icr::v1::NO_OFFER);
   }
   if (r.in_d2a() && !Escalated(r, icr::v1::D2A_OVER_SIX_WEEKS)) {
-    out.emplace_back(Micros(r.discharged_at()) + o.d2a_max_seconds * kMicros,
+    out.emplace_back(ToMicros(r.discharged_at()) + o.d2a_max_seconds * kMicros,
                      icr::v1::D2A_OVER_SIX_WEEKS);
   }
   return out;
@@ -213,11 +212,13 @@ class WorkflowStateMachine final : public store::StateMachine {
       s = txn->Get(keys::Key(keys::kSummary, retired), &retired_summary_bytes);
       if (s.ok()) {
         icr::v1::CareSummary retired_summary;
-        if (retired_summary.ParseFromString(retired_summary_bytes)) {
-          for (const std::string& older : retired_summary.retired_nhs_numbers()) {
-            txn->Put(keys::Key(keys::kMerged, older), survivor);
-            NoteRetired(older);
-          }
+        if (!retired_summary.ParseFromString(retired_summary_bytes)) {
+          return Status::Corruption("the stored care summary of " + retired +
+                                    " could not be parsed; nothing of the merge was stored");
+        }
+        for (const std::string& older : retired_summary.retired_nhs_numbers()) {
+          txn->Put(keys::Key(keys::kMerged, older), survivor);
+          NoteRetired(older);
         }
         txn->Accumulate(keys::Key(keys::kSummary, survivor), "S" + retired_summary_bytes);
         txn->Delete(keys::Key(keys::kSummary, retired));
@@ -226,16 +227,12 @@ class WorkflowStateMachine final : public store::StateMachine {
       }
       txn->Put(keys::Key(keys::kMerged, retired), survivor);
       NoteRetired(retired);
-      std::string survivor_referral;
-      s = txn->Get(keys::Key(keys::kPerson, survivor), &survivor_referral);
-      if (s.code() == store::StatusCode::kNotFound) {
-        std::string retired_referral;
-        if (txn->Get(keys::Key(keys::kPerson, retired), &retired_referral).ok()) {
-          txn->Put(keys::Key(keys::kPerson, survivor), retired_referral);
-        }
-      } else if (!s.ok()) {
-        return s;
-      }
+      // The person's referral is whichever of the two is still live (open,
+      // or the person is in D2A capacity after it), else the newer.
+      std::string chosen;
+      s = LiveReferralOf(txn, survivor, retired, &chosen);
+      if (!s.ok()) return s;
+      if (!chosen.empty()) txn->Put(keys::Key(keys::kPerson, survivor), chosen);
     }
     txn->Accumulate(keys::Key(keys::kSummary, survivor), SummaryOperand(*event));
     return Status::Ok();
@@ -285,6 +282,40 @@ class WorkflowStateMachine final : public store::StateMachine {
     std::string out("E");
     slim.AppendToString(&out);
     return out;
+  }
+
+  // Of the newest referrals of two numbers being merged, the one that is
+  // live (open or in D2A), else the one created later; "" if neither has one.
+  Status LiveReferralOf(store::StateTxn* txn, const std::string& a, const std::string& b,
+                        std::string* chosen) {
+    struct Candidate {
+      std::string id;
+      Referral r;
+    };
+    std::vector<Candidate> found;
+    for (const std::string& nhs : {a, b}) {
+      std::string id;
+      Status s = txn->Get(keys::Key(keys::kPerson, nhs), &id);
+      if (s.code() == store::StatusCode::kNotFound) continue;
+      if (!s.ok()) return s;
+      std::string bytes;
+      s = txn->Get(keys::Key(keys::kReferral, id), &bytes);
+      if (s.code() == store::StatusCode::kNotFound) continue;
+      if (!s.ok()) return s;
+      Candidate c{id, {}};
+      if (!c.r.ParseFromString(bytes)) return Corrupt(id);
+      found.push_back(std::move(c));
+    }
+    chosen->clear();
+    const Candidate* best = nullptr;
+    for (const Candidate& c : found) {
+      auto rank = [](const Candidate& x) {
+        return std::make_pair(IsOpen(x.r.status()) || x.r.in_d2a(), ToMicros(x.r.created_at()));
+      };
+      if (best == nullptr || rank(c) > rank(*best)) best = &c;
+    }
+    if (best != nullptr) *chosen = best->id;
+    return Status::Ok();
   }
 
   // Finds the referral an event concerns. Sets *referral_id to "" when the
@@ -338,6 +369,7 @@ class WorkflowStateMachine final : public store::StateMachine {
           return Status::FailedPrecondition("placement offer " + p.offer_id() +
                                             " already exists; a new offer needs a new offer_id");
         }
+        if (s.code() != store::StatusCode::kNotFound) return s;
         s = lookup(keys::kRequest, p.request_id(), "placement request", "PLACEMENT_REQUEST");
         if (s.ok() && referral_id->empty()) txn->Put(keys::Key(keys::kOffer, p.offer_id()), "");
         return s;
@@ -383,6 +415,30 @@ class WorkflowStateMachine final : public store::StateMachine {
     }
   }
 
+  // next.deadlines = what `next` waits on. A wait that goes on keeps the due
+  // time it started with (limits changed since do not move it); new waits
+  // get the current limits.
+  void SetDeadlines(const Referral& current, bool exists, Referral* next) const {
+    next->clear_deadlines();
+    for (const Deadline& d : DeadlinesFor(*next, options_)) {
+      int64_t due = d.first;
+      if (exists) {
+        const auto current_due = DeadlinesFor(current, options_);
+        for (const icr::v1::PendingDeadline& old : current.deadlines()) {
+          // Same kind, same basis (the computed due is unchanged with the
+          // current limits): keep the stored due.
+          const bool same_basis = std::any_of(
+              current_due.begin(), current_due.end(),
+              [&](const Deadline& c) { return c.second == d.second && c.first == d.first; });
+          if (old.kind() == d.second && same_basis) due = ToMicros(old.due());
+        }
+      }
+      auto* p = next->add_deadlines();
+      p->set_kind(d.second);
+      SetTimestamp(p->mutable_due(), due);
+    }
+  }
+
   static Status Corrupt(const std::string& referral_id) {
     return Status::Corruption("the stored state of referral " + referral_id +
                               " could not be parsed");
@@ -411,6 +467,18 @@ class WorkflowStateMachine final : public store::StateMachine {
     } else if (s.code() != store::StatusCode::kNotFound) {
       return s;
     }
+    if (exists && e->payload_case() != CareEvent::kDischargeReferral) {
+      // Events about a referral must be about its person (after merges).
+      std::string event_person, referral_person;
+      s = Resolve(txn, e->nhs_number(), &event_person);
+      if (s.ok()) s = Resolve(txn, current.nhs_number(), &referral_person);
+      if (!s.ok()) return s;
+      if (event_person != referral_person) {
+        return Status::FailedPrecondition("referral " + id + " is about NHS number " +
+                                          current.nhs_number() + ", not " + e->nhs_number() +
+                                          "; check the event's nhs_number");
+      }
+    }
     if (e->has_expected_version()) {
       const uint64_t have = exists ? current.version() : 0;
       if (e->expected_version() != have) {
@@ -426,12 +494,13 @@ class WorkflowStateMachine final : public store::StateMachine {
       // passed: the timer may race a state change, and deadlines kept from
       // before a change of limits no longer apply. Refused ones are dropped
       // by the timer.
-      const int64_t deadline = Micros(e->escalation().deadline());
-      const auto due = DeadlinesFor(current, options_);
-      const bool still_due = std::any_of(due.begin(), due.end(), [&](const Deadline& d) {
-        return d.second == e->escalation().kind() && d.first == deadline;
-      });
-      if (!still_due || deadline > Micros(e->recorded_at())) {
+      const int64_t deadline = ToMicros(e->escalation().deadline());
+      const bool still_due = std::any_of(
+          current.deadlines().begin(), current.deadlines().end(),
+          [&](const icr::v1::PendingDeadline& d) {
+            return d.kind() == e->escalation().kind() && ToMicros(d.due()) == deadline;
+          });
+      if (!still_due || deadline > ToMicros(e->recorded_at())) {
         return Status::FailedPrecondition("escalation " +
                                           icr::v1::EscalationKind_Name(e->escalation().kind()) +
                                           " of referral " + id + " is no longer due (" +
@@ -457,6 +526,7 @@ class WorkflowStateMachine final : public store::StateMachine {
     }
 
     if (e->payload_case() == CareEvent::kDischargeReferral) next.set_created_position(e->position());
+    SetDeadlines(current, exists, &next);
     // The needs' free text stays in the creating event (see created_position):
     // every later transition then rewrites a few hundred bytes, not kilobytes.
     std::string out;
@@ -491,15 +561,17 @@ class WorkflowStateMachine final : public store::StateMachine {
         break;
     }
     // Deadlines follow the state: remove those no longer waited on, add new.
+    // The ones removed are the ones stored with the referral, so keys armed
+    // under other limits (the daemon's --deadline-* flags) go too.
     std::set<std::string> before;
     if (exists) {
-      for (const Deadline& d : DeadlinesFor(current, options_)) {
-        before.insert(keys::DeadlineKey(d.first, id, d.second));
+      for (const icr::v1::PendingDeadline& d : current.deadlines()) {
+        before.insert(keys::DeadlineKey(ToMicros(d.due()), id, d.kind()));
       }
     }
     std::set<std::string> after;
-    for (const Deadline& d : DeadlinesFor(next, options_)) {
-      after.insert(keys::DeadlineKey(d.first, id, d.second));
+    for (const icr::v1::PendingDeadline& d : next.deadlines()) {
+      after.insert(keys::DeadlineKey(ToMicros(d.due()), id, d.kind()));
     }
     for (const std::string& k : before) {
       if (!after.count(k)) txn->Delete(k);

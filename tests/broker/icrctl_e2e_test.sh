@@ -87,7 +87,7 @@ last=$(ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdi
 # flow and simulate: Coventry's 2022/23 table published exactly, read back
 # through Workflow/GetFlowMetrics; then a simulated stream is accepted whole.
 ctl simulate --scenario coventry-2022 > "$work/scenario.txt"
-grep -q "880 events published (0 duplicates)" "$work/scenario.txt" || fail "scenario: $(cat "$work/scenario.txt")"
+grep -q ": 880 events published (0 duplicates)" "$work/scenario.txt" || fail "scenario: $(cat "$work/scenario.txt")"
 ctl --json flow --from 2022-05-23 --to 2022-06-26 --place coventry > "$work/flow1.json"
 python3 - "$work/flow1.json" <<'PY'
 import json, sys
@@ -96,6 +96,7 @@ pw = {p["pathway"]: p for p in m["pathways"]}
 assert len(pw) == 4, pw
 assert pw["PATHWAY_1"]["minutesReferralToBrokerage"] == {"count": 20, "mean": 31, "median": 31}, pw
 assert pw["PATHWAY_2"]["minutesReferralToBrokerage"]["mean"] == 34, pw
+assert pw["PATHWAY_1"]["daysBrokerageToOffer"]["count"] == 20, pw
 assert pw["PATHWAY_1"]["daysBrokerageToOffer"].get("mean", 0) == 0, pw
 assert pw["PATHWAY_2"]["daysBrokerageToOffer"]["mean"] == 1, pw
 assert pw["PATHWAY_1"]["daysOfferToDischarge"]["mean"] == 2, pw
@@ -105,7 +106,8 @@ ctl flow --from 2022-06-27 --to 2022-07-31 > "$work/flow2.txt"
 grep -q "^pathway 1  *20  *20  *29.0 / 29.0 (20)  *0.00 / 0.00 (20)  *2.00 / 2.00 (20)" "$work/flow2.txt" \
   || fail "flow table: $(cat "$work/flow2.txt")"
 ctl simulate --days 2 --seed 5 --admissions-per-day 100 > "$work/sim.txt"
-grep -q "events published (0 duplicates)" "$work/sim.txt" || fail "simulate: $(cat "$work/sim.txt")"
+grep -Eq " [1-9][0-9,]* events published \(0 duplicates\)" "$work/sim.txt" \
+  || fail "simulate: $(cat "$work/sim.txt")"
 set +e
 ctl flow --from 2022-06-27 --to 2022-06-01 > /dev/null 2> "$work/err3.txt"
 code=$?

@@ -5,7 +5,6 @@
 // validation), legal referral lifecycles and volumes; and Coventry's 2022/23
 // referral -> brokerage -> discharge table reproduced from a built scenario.
 #include "broker/workflow/metrics.h"
-#include "broker/timestamp.h"
 
 #include <gtest/gtest.h>
 
@@ -16,7 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "broker/civil_time.h"
 #include "broker/nhs_number.h"
+#include "broker/timestamp.h"
 #include "broker/validation.h"
 #include "broker/workflow/referral.h"
 #include "broker/workflow/simulator.h"
@@ -31,13 +32,7 @@ constexpr int64_t kMinute = 60 * 1000000LL;
 constexpr int64_t kHour = 60 * kMinute;
 constexpr int64_t kDay = 24 * kHour;
 
-int64_t Day(int y, int m, int d) {
-  icr::v1::Date date;
-  date.set_year(y);
-  date.set_month(m);
-  date.set_day(d);
-  return DayFromDate(date);
-}
+constexpr int64_t Day(int y, int m, int d) { return icr::civil::DaysFromCivil(y, m, d); }
 // hh:mm UK local time on a date.
 int64_t Uk(int y, int m, int d, int hh = 0, int mm = 0) {
   return UkLocalTimeMicros(Day(y, m, d), hh, mm);

@@ -291,6 +291,19 @@ TEST_F(WorkflowE2ETest, DeclineReturnsToRequestedAndANewOfferCanBeMade) {
   MustPublish(stub_.get(), Request(nhs_, "REF-D", "REF-D-R2", v1::STEP_DOWN_BED));
   EXPECT_EQ(GetReferral(wf_.get(), "REF-D").status(), v1::PLACEMENT_REQUESTED);
   EXPECT_EQ(GetReferral(wf_.get(), "REF-D").service_type(), v1::STEP_DOWN_BED);
+  // A late offer on the cancelled request does not land on the new one.
+  grpc::Status late = Publish(stub_.get(), Offer(nhs_, "REF-D-R", "late-offer"));
+  EXPECT_EQ(late.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(late.error_message().find("waiting on placement request REF-D-R2, not request "
+                                      "REF-D-R"),
+            std::string::npos)
+      << late.error_message();
+  // Nor does an event about another person.
+  v1::CareEvent wrong = Status(TestNhsNumber(13), "REF-D", v1::WITHDRAWN, "wrong-person");
+  grpc::Status ws = Publish(stub_.get(), wrong);
+  EXPECT_EQ(ws.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(ws.error_message().find("is about NHS number " + nhs_), std::string::npos)
+      << ws.error_message();
   // A request id is used once (a new message reusing it is refused).
   v1::CareEvent reuse = Request(nhs_, "REF-D", "REF-D-R");
   reuse.set_source_message_id("req-reuse");
@@ -643,6 +656,28 @@ TEST_F(WorkflowE2ETest, MergedNumbersAnswerForTheSurvivor) {
   EXPECT_EQ(summary.registered_gp_practice(), "M86002");
   EXPECT_EQ(summary.events(), 5u);
 
+  // A merge keeps the person's live referral: here the survivor's is closed
+  // and the retired number's is open.
+  const std::string s2 = TestNhsNumber(23), r2 = TestNhsNumber(24);
+  auto referral_of = [&](const std::string& nhs, const std::string& ref, int minutes_ago) {
+    v1::CareEvent e = Referral(nhs, ref, minutes_ago);
+    e.set_source_message_id("ref-" + ref);
+    return e;
+  };
+  MustPublish(stub_.get(), referral_of(s2, "OLD-S2", 9));
+  v1::CareEvent wd = Status(s2, "OLD-S2", v1::WITHDRAWN, "old-wd");
+  MustPublish(stub_.get(), wd);
+  MustPublish(stub_.get(), referral_of(r2, "LIVE-R2", 8));
+  v1::CareEvent merge2 = Envelope(s2, "merge-s2", 1);
+  merge2.mutable_nhs_number_merge()->set_retired_nhs_number(r2);
+  MustPublish(stub_.get(), merge2);
+  sreq.set_nhs_number(s2);
+  auto ctx3 = Context();
+  ASSERT_TRUE(wf_->GetCareSummary(ctx3.get(), sreq, &summary).ok());
+  EXPECT_EQ(summary.open_referral().referral_id(), "LIVE-R2");
+  // ... and events about it under the survivor's number are accepted.
+  MustPublish(stub_.get(), Status(s2, "LIVE-R2", v1::ACCEPTED, "live-acc"));
+
   // A merge into a retired number, or of a number merged already, is refused.
   v1::CareEvent again = Envelope(TestNhsNumber(22), "merge-2", 10);
   again.mutable_nhs_number_merge()->set_retired_nhs_number(retired);
@@ -739,6 +774,7 @@ TEST(WorkflowTimersTest, EscalationsFireOnTimeAndSurviveARestart) {
     EXPECT_TRUE(GetReferral(wf.get(), "REF-E").open_escalations().empty());
   }
   std::this_thread::sleep_for(4s);  // the deadline passes while the broker is down
+  const int64_t restarted = broker::NowMicros();
   TestBroker broker(options);
   auto stub = broker.NewStub();
   auto wf = broker.NewWorkflowStub();
@@ -754,6 +790,8 @@ TEST(WorkflowTimersTest, EscalationsFireOnTimeAndSurviveARestart) {
   EXPECT_EQ(e.escalation().referral_status(), v1::CREATED);
   EXPECT_EQ(e.priority(), v1::URGENT);
   EXPECT_EQ(e.source_system_id(), "icr-broker");
+  // Raised by the restarted broker, not before the stop.
+  EXPECT_GE(broker::ToMicros(e.recorded_at()), restarted);
   v1::Referral ref = GetReferral(wf.get(), "REF-E");
   ASSERT_EQ(ref.open_escalations_size(), 1);
   EXPECT_EQ(ref.open_escalations(0), v1::NO_MANAGEMENT_PLAN);
