@@ -75,6 +75,17 @@ grpc::ServerUnaryReactor* WorkflowService::RegisterTeam(grpc::CallbackServerCont
     reactor->Finish(Invalid("team.name: at most " + std::to_string(kMaxTeamNameBytes) + " bytes"));
     return reactor;
   }
+  if (!icr::v1::Place_IsValid(team.place())) {
+    reactor->Finish(Invalid("team.place: " + std::to_string(team.place()) + " is not a Place"));
+    return reactor;
+  }
+  for (int t : team.service_types()) {
+    if (t == icr::v1::SERVICE_TYPE_UNSPECIFIED || !icr::v1::ServiceType_IsValid(t)) {
+      reactor->Finish(Invalid("team.service_types: " + std::to_string(t) +
+                              " is not a ServiceType"));
+      return reactor;
+    }
+  }
   if (team.role() != icr::v1::ROLE_BROKERAGE && team.service_types_size() > 0) {
     reactor->Finish(Invalid("team.service_types: only ROLE_BROKERAGE teams broker service types"));
     return reactor;
@@ -138,6 +149,15 @@ grpc::ServerUnaryReactor* WorkflowService::ListReferrals(
       return reactor;
     }
   }
+  if (!icr::v1::Place_IsValid(request->place())) {
+    reactor->Finish(Invalid("place: " + std::to_string(request->place()) + " is not a Place"));
+    return reactor;
+  }
+  if (!icr::v1::DischargePathway_IsValid(request->pathway())) {
+    reactor->Finish(Invalid("pathway: " + std::to_string(request->pathway()) +
+                            " is not a DischargePathway"));
+    return reactor;
+  }
   std::set<int> states(request->states().begin(), request->states().end());
   for (int st : states) {
     if (!icr::v1::ReferralStatus_IsValid(st) || st == icr::v1::REFERRAL_STATUS_UNSPECIFIED) {
@@ -180,8 +200,16 @@ grpc::ServerUnaryReactor* WorkflowService::ListReferrals(
       return true;
     });
     for (size_t i = 0; s.ok() && inner.ok() && i < ids.size(); ++i) {
+      std::string bytes;
+      inner = store_->GetState(keys::Key(keys::kReferral, ids[i]), &bytes);
+      if (inner.code() == store::StatusCode::kNotFound) {
+        inner = store::Status::Ok();  // closed since the index was read
+        continue;
+      }
       Referral r;
-      inner = ReadReferral(store_, ids[i], &r);
+      if (inner.ok() && !r.ParseFromString(bytes)) {
+        inner = store::Status::Corruption("the stored referral " + ids[i] + " could not be parsed");
+      }
       if (inner.ok()) consider(r);
     }
   }
@@ -198,12 +226,11 @@ grpc::ServerUnaryReactor* WorkflowService::ListReferrals(
     matched.resize(limit);
     response->set_truncated(true);
   }
-  if (include_closed) {  // the open index path read them with ReadReferral, which fills it
-    for (Referral& r : matched) {
-      if (store::Status fs = FillReferralNeeds(store_, &r); !fs.ok()) {
-        reactor->Finish(ToGrpc(fs));
-        return reactor;
-      }
+  // The needs' free text, only for the referrals answered.
+  for (Referral& r : matched) {
+    if (store::Status fs = FillReferralNeeds(store_, &r); !fs.ok()) {
+      reactor->Finish(ToGrpc(fs));
+      return reactor;
     }
   }
   for (auto& r : matched) *response->add_referrals() = std::move(r);
@@ -231,6 +258,15 @@ grpc::ServerUnaryReactor* WorkflowService::GetFlowMetrics(
   if (!request->has_from() || !request->has_to()) {
     reactor->Finish(Invalid("from and to: both are required (the period is [from, to))"));
     return reactor;
+  }
+  // Timestamp's own range (years 1 to 9999), so the microseconds cannot overflow.
+  constexpr int64_t kMinSeconds = -62135596800, kMaxSeconds = 253402300799;
+  for (const auto* t : {&request->from(), &request->to()}) {
+    if (t->seconds() < kMinSeconds || t->seconds() > kMaxSeconds || t->nanos() < 0 ||
+        t->nanos() > 999999999) {
+      reactor->Finish(Invalid("from and to: must be valid timestamps (years 1 to 9999)"));
+      return reactor;
+    }
   }
   const int64_t from = ToMicros(request->from()), to = ToMicros(request->to());
   if (to <= from) {

@@ -850,7 +850,14 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
       SetTimestampMicros(recorded, stored->event.mutable_recorded_at());
       if (txn) {
         s = options_.state_machine->Apply(&stored->event, &*txn);
-        if (!s.ok()) break;
+        if (!s.ok()) {
+          // Say which event of a batch was refused.
+          if (call.events.size() > 1) {
+            const size_t index = static_cast<size_t>(&event - call.events.data());
+            s = Status(s.code(), "events[" + std::to_string(index) + "]: " + s.message());
+          }
+          break;
+        }
       }
       value.clear();
       if (!stored->event.SerializeToString(&value)) {

@@ -368,6 +368,8 @@ TEST_F(WorkflowE2ETest, IllegalTransitionsAreRefusedNamingBothStatesAndStoreNoth
   auto ctx = Context();
   grpc::Status s = stub_->PublishBatch(ctx.get(), batch, &bresp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_EQ(s.error_message().rfind("events[1]: referral REF-W is WITHDRAWN", 0), 0u)
+      << s.error_message();
   EXPECT_EQ(LastPosition(stub_.get()), with_c);
   EXPECT_EQ(GetReferral(wf_.get(), "REF-C").status(), v1::CREATED);
 }
