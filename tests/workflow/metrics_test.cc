@@ -187,7 +187,8 @@ TEST_F(FlowMetricsTest, FractionalMinutesAndEvenMedian) {
       MakeReferral("c", icr::v1::PATHWAY_2, t, t + 35 * kMinute),
       MakeReferral("d", icr::v1::PATHWAY_2, t, t + 40 * kMinute),
   };
-  const auto& s = Flow(Compute(r), icr::v1::PATHWAY_2).minutes_referral_to_brokerage();
+  const icr::v1::FlowMetrics m = Compute(r);  // Flow() returns a reference into it
+  const auto& s = Flow(m, icr::v1::PATHWAY_2).minutes_referral_to_brokerage();
   EXPECT_EQ(s.count(), 4u);
   EXPECT_DOUBLE_EQ(s.mean(), (30.5 + 33 + 35 + 40) / 4);
   EXPECT_DOUBLE_EQ(s.median(), 34);  // (33 + 35) / 2
