@@ -1,33 +1,12 @@
-// google.protobuf.Timestamp <-> microseconds since the Unix epoch, the unit
-// the broker keeps times in. Header-only; pure functions.
+// The store's Timestamp helpers (store/timestamp.h), for the broker's code.
 #pragma once
 
-#include <google/protobuf/timestamp.pb.h>
-
-#include <cstdint>
+#include "store/timestamp.h"
 
 namespace icr::broker {
 
-inline int64_t ToMicros(const google::protobuf::Timestamp& t) {
-  return t.seconds() * 1000000 + t.nanos() / 1000;
-}
-
-// Correct for times before 1970 too (nanos stay in 0..999,999,999).
-inline void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
-  int64_t seconds = micros / 1000000;
-  int64_t rest = micros % 1000000;
-  if (rest < 0) {
-    rest += 1000000;
-    --seconds;
-  }
-  t->set_seconds(seconds);
-  t->set_nanos(static_cast<int32_t>(rest * 1000));
-}
-
-inline google::protobuf::Timestamp MakeTimestamp(int64_t micros) {
-  google::protobuf::Timestamp t;
-  SetTimestamp(&t, micros);
-  return t;
-}
+using store::MakeTimestamp;
+using store::SetTimestamp;
+using store::ToMicros;
 
 }  // namespace icr::broker

@@ -54,6 +54,7 @@
 
 #include "store/keys.h"
 #include "store/store.h"
+#include "store/timestamp.h"
 
 namespace icr::store {
 namespace {
@@ -125,20 +126,6 @@ int64_t NowMicros() {
       .count();
 }
 
-int64_t TimestampMicros(const google::protobuf::Timestamp& t) {
-  return t.seconds() * 1000000 + t.nanos() / 1000;
-}
-
-void SetTimestampMicros(int64_t micros, google::protobuf::Timestamp* t) {
-  int64_t seconds = micros / 1000000;
-  int64_t rest = micros % 1000000;
-  if (rest < 0) {
-    rest += 1000000;
-    --seconds;
-  }
-  t->set_seconds(seconds);
-  t->set_nanos(static_cast<int32_t>(rest * 1000));
-}
 
 // A random (version 4) UUID: 8-4-4-4-12 lowercase hex.
 std::string NewUuidV4(std::mt19937_64* rng) {
@@ -618,7 +605,7 @@ Status RocksDbStore::RecoverLastPosition() {
   Status s = ParseEvent(position, it->value(), &last);
   if (!s.ok()) return s;
   last_position_.store(position, std::memory_order_release);
-  last_recorded_micros_ = TimestampMicros(last->event.recorded_at());
+  last_recorded_micros_ = ToMicros(last->event.recorded_at());
   return Status::Ok();
 }
 
@@ -763,7 +750,7 @@ Status RocksDbStore::ResolveStored(const rocksdb::Status& rs, const rocksdb::Sli
   if (!s.ok()) return s;
   result->position = position;
   result->event_id = original->event.event_id();
-  result->recorded_at_micros = TimestampMicros(original->event.recorded_at());
+  result->recorded_at_micros = ToMicros(original->event.recorded_at());
   result->duplicate = true;
   return Status::Ok();
 }
@@ -847,7 +834,7 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
       stored->event = std::move(event);
       stored->event.set_position(position);
       stored->event.set_event_id(NewUuidV4(rng));
-      SetTimestampMicros(recorded, stored->event.mutable_recorded_at());
+      SetTimestamp(stored->event.mutable_recorded_at(), recorded);
       if (txn) {
         s = options_.state_machine->Apply(&stored->event, &*txn);
         if (!s.ok()) {
@@ -1101,7 +1088,7 @@ Status RocksDbStore::FindPositionAtTime(int64_t micros, uint64_t* position) {
                                 options_.data_dir + " is missing");
     }
     if (!s.ok()) return s;
-    if (TimestampMicros(e->event.recorded_at()) >= micros) {
+    if (ToMicros(e->event.recorded_at()) >= micros) {
       hi = mid;
     } else {
       lo = mid + 1;

@@ -20,6 +20,7 @@
 #include "adapters/fhir/resthook_fhir.h"
 #include "broker/delivery.h"
 #include "broker/hub.h"
+#include "broker/timestamp.h"
 #include "broker/validation.h"
 #include "icr/v1/state.pb.h"
 
@@ -43,11 +44,6 @@ constexpr char kRecordFormat[] = "icr-resthook-1";
 constexpr char kRecordMagic[] = "v1";
 
 std::string RecordName(const std::string& name) { return kRestHookRecordPrefix + name; }
-
-void SetTimestamp(google::protobuf::Timestamp* t, int64_t micros) {
-  t->set_seconds(micros / 1000000);
-  t->set_nanos(static_cast<int32_t>((micros % 1000000) * 1000));
-}
 
 // ---------------------------------------------------------------------------
 // The stored definition
@@ -729,7 +725,7 @@ class RestHookManagerImpl final : public RestHookManager {
         // down): start again from now.
         state.set_name(def.name);
         state.set_cursor(store_->LastPosition());
-        SetTimestamp(state.mutable_created_at(), broker::NowMicros());
+        broker::SetTimestamp(state.mutable_created_at(), broker::NowMicros());
         got = Status();
       }
       if (!got.ok()) {
@@ -791,7 +787,7 @@ class RestHookManagerImpl final : public RestHookManager {
     const uint64_t first =
         def.start_position != 0 ? def.start_position : store_->LastPosition() + 1;
     state.set_cursor(first - 1);
-    SetTimestamp(state.mutable_created_at(), broker::NowMicros());
+    broker::SetTimestamp(state.mutable_created_at(), broker::NowMicros());
     ConfigureState(def, &state);
     // The definition first: a crash before the state is written leaves a
     // definition that Start completes, never a nameless cursor.
