@@ -77,10 +77,22 @@ void EscalationTimer::Stop() {
   while (pending_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }
 
-void EscalationTimer::Arm() {
-  timer_.expires_after(std::chrono::milliseconds(options_.poll_ms));
+void EscalationTimer::Arm(int64_t next_due_micros) {
+  const int64_t now = NowMicros();
+  const int64_t wait = std::clamp<int64_t>(next_due_micros - now,
+                                           int64_t{options_.poll_ms} * 1000,
+                                           int64_t{options_.max_sleep_ms} * 1000);
+  wake_at_.store(now + wait);
+  timer_.expires_after(std::chrono::microseconds(wait));
   timer_.async_wait([this](const boost::system::error_code& ec) {
-    if (!ec) Check();
+    if (!ec) Check();  // operation_aborted: re-armed earlier by Notify
+  });
+}
+
+void EscalationTimer::Notify(int64_t due_micros) {
+  if (due_micros >= wake_at_.load(std::memory_order_relaxed)) return;
+  boost::asio::post(io_, [this, due_micros] {
+    if (due_micros < wake_at_.load()) Arm(due_micros);
   });
 }
 
@@ -100,6 +112,7 @@ void EscalationTimer::Check() {
     skip.insert(in_flight_.begin(), in_flight_.end());
   }
   std::set<std::string> seen_skipped;
+  int64_t next_due = INT64_MAX;  // the earliest deadline not yet due
   constexpr size_t kMaxPerRound = 1000;
   store::Status s = store_->ScanState(
       std::string(keys::kDeadline), [&](std::string_view key, std::string_view) {
@@ -107,7 +120,10 @@ void EscalationTimer::Check() {
         if (!keys::ParseDeadlineKey(key, &d.due, &d.referral_id, &d.kind)) {
           return true;  // not a deadline key; skip
         }
-        if (d.due > now) return false;  // keys sort by time: nothing later is due
+        if (d.due > now) {  // keys sort by time: nothing later is due
+          next_due = d.due;
+          return false;
+        }
         d.key = std::string(key);
         if (skip.count(d.key)) {
           seen_skipped.insert(std::move(d.key));
@@ -193,7 +209,9 @@ void EscalationTimer::Check() {
                        pending_.fetch_sub(1);
                      });
   }
-  Arm();
+  // After raising escalations (or a failed scan), look again after the
+  // shortest sleep: more may be due, and a failed publish is retried.
+  Arm(!due.empty() || !s.ok() ? 0 : next_due);
 }
 
 }  // namespace icr::broker

@@ -2,8 +2,10 @@
 // responsible team) when a workflow deadline passes. The deadlines are
 // durable: the state machine keeps them in the store (d/ keys) in the same
 // write as the state change that sets them, so after a restart the timer
-// simply finds them again. A Boost.Asio steady timer polls the earliest
-// deadlines (one seek), every day of the week.
+// simply finds them again. A Boost.Asio steady timer sleeps until the
+// earliest stored deadline (one seek finds it), at most `max_sleep_ms`; the
+// state machine wakes it sooner when it arms an earlier one (Notify). It
+// runs every day of the week.
 //
 // The event's source_message_id is derived from (referral, kind, deadline),
 // so an escalation republished after a crash is stored once. An escalation
@@ -33,8 +35,11 @@ struct EscalationTimerOptions {
   // ODS code the escalations are published under (the ICB's). Default:
   // QWU (NHS Coventry and Warwickshire ICB).
   std::string organisation = "QWU";
-  // How often deadlines are checked. Default: 1,000 ms.
+  // Shortest sleep between two looks at the stored deadlines. Default:
+  // 1,000 ms (a deadline is raised at most this late).
   int poll_ms = 1000;
+  // Longest sleep when nothing is due sooner. Default: 60,000 ms.
+  int max_sleep_ms = 60000;
   // Off: deadlines are still kept, but nothing is raised (e.g. while
   // importing history). Default: on.
   bool enabled = true;
@@ -48,13 +53,16 @@ class EscalationTimer {
   EscalationTimer& operator=(const EscalationTimer&) = delete;
 
   void Start();
+  // A deadline due at `due_micros` was (probably) just stored: look again by
+  // then. Thread-safe, cheap; a spurious call is harmless.
+  void Notify(int64_t due_micros);
   // Waits for escalations being published to be answered. Idempotent.
   void Stop();
 
   uint64_t raised() const { return raised_.load(); }
 
  private:
-  void Arm();
+  void Arm(int64_t next_due_micros);
   void Check();
 
   store::EventStore* store_;
@@ -68,6 +76,8 @@ class EscalationTimer {
   std::set<std::string> in_flight_;  // deadline keys being published
   std::set<std::string> dropped_;    // deadline keys whose escalation was refused
   std::atomic<uint64_t> raised_{0};
+  // When the timer will look next (micros since the epoch).
+  std::atomic<int64_t> wake_at_{0};
   std::atomic<int> pending_{0};
   bool stopped_ = false;
 };

@@ -2,6 +2,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -76,6 +77,7 @@ class BrokerServerImpl final : public BrokerServer {
   Ingest* ingest() override { return &ingest_; }
   store::EventStore* store() override { return store_.get(); }
   Hub* hub() override { return &hub_; }
+  EscalationTimer* escalation_timer() { return &escalations_; }
 
   void Wait() override {
     std::unique_lock<std::mutex> lock(mu_);
@@ -143,11 +145,21 @@ store::Status BrokerServer::Start(const BrokerOptions& options,
   store::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
   store_options.durability = options.durability;
-  store_options.state_machine = workflow::NewWorkflowStateMachine(options.workflow);
+  // The state machine tells the escalation timer of new deadlines; the timer
+  // exists only once the store is open, so the link is set after.
+  auto timer = std::make_shared<std::atomic<EscalationTimer*>>(nullptr);
+  workflow::WorkflowOptions workflow_options = options.workflow;
+  workflow_options.on_deadline_armed = [timer](int64_t due) {
+    if (EscalationTimer* t = timer->load(std::memory_order_acquire)) t->Notify(due);
+  };
+  store_options.state_machine = workflow::NewWorkflowStateMachine(workflow_options);
   std::unique_ptr<store::EventStore> store;
   store::Status s = store::OpenRocksDbStore(store_options, &store);
   if (!s.ok()) return s;
   auto server = std::make_unique<BrokerServerImpl>(options, std::move(store));
+  // The timer outlives every call: Shutdown closes the store (the writer
+  // thread, the only caller) before the server and its timer are destroyed.
+  timer->store(server->escalation_timer(), std::memory_order_release);
   s = server->Init();
   if (!s.ok()) return s;
   *out = std::move(server);

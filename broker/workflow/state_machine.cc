@@ -576,8 +576,11 @@ class WorkflowStateMachine final : public store::StateMachine {
     for (const std::string& k : before) {
       if (!after.count(k)) txn->Delete(k);
     }
-    for (const std::string& k : after) {
-      if (!before.count(k)) txn->Put(k, "");
+    for (const icr::v1::PendingDeadline& d : next.deadlines()) {
+      const std::string k = keys::DeadlineKey(ToMicros(d.due()), id, d.kind());
+      if (before.count(k)) continue;
+      txn->Put(k, "");
+      if (options_.on_deadline_armed) options_.on_deadline_armed(ToMicros(d.due()));
     }
     return Status::Ok();
   }

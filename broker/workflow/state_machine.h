@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +43,11 @@ struct WorkflowOptions {
   int64_t offer_seconds[4] = {0, 1 * 86400, 2 * 86400, 3 * 86400};
   // Nobody in D2A capacity beyond 6 weeks of the initial placement.
   int64_t d2a_max_seconds = 42 * 86400;
+  // Told the due time (micros since the epoch) of each deadline the state
+  // machine arms, so a timer can wake for it. Runs on the store's writer
+  // thread before the write is durable (it may still roll back): it must be
+  // cheap, must not block, and a spurious call must be harmless.
+  std::function<void(int64_t due_micros)> on_deadline_armed;
 };
 
 std::shared_ptr<store::StateMachine> NewWorkflowStateMachine(const WorkflowOptions& options);
