@@ -60,6 +60,7 @@ EscalationTimer::~EscalationTimer() { Stop(); }
 
 void EscalationTimer::Start() {
   if (!options_.enabled) return;
+  running_.store(true, std::memory_order_release);
   boost::asio::post(io_, [this] { Check(); });
   thread_ = std::thread([this] { io_.run(); });
 }
@@ -70,6 +71,7 @@ void EscalationTimer::Stop() {
     if (stopped_) return;
     stopped_ = true;
   }
+  running_.store(false, std::memory_order_release);
   io_.stop();
   if (thread_.joinable()) thread_.join();
   // Publishes already handed to the store are answered before it closes;
@@ -90,6 +92,8 @@ void EscalationTimer::Arm(int64_t next_due_micros) {
 }
 
 void EscalationTimer::Notify(int64_t due_micros) {
+  // Not running (escalations off, or stopped): nothing would take the post.
+  if (!running_.load(std::memory_order_acquire)) return;
   if (due_micros >= wake_at_.load(std::memory_order_relaxed)) return;
   boost::asio::post(io_, [this, due_micros] {
     if (due_micros < wake_at_.load()) Arm(due_micros);

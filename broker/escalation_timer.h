@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <climits>
 #include <mutex>
 #include <set>
 #include <string>
@@ -76,8 +77,11 @@ class EscalationTimer {
   std::set<std::string> in_flight_;  // deadline keys being published
   std::set<std::string> dropped_;    // deadline keys whose escalation was refused
   std::atomic<uint64_t> raised_{0};
-  // When the timer will look next (micros since the epoch).
-  std::atomic<int64_t> wake_at_{0};
+  // When the timer will look next (micros since the epoch). "Never" until
+  // the first look is armed, so a deadline armed during start-up still
+  // posts its wake-up (it runs after the first look).
+  std::atomic<int64_t> wake_at_{INT64_MAX};
+  std::atomic<bool> running_{false};
   std::atomic<int> pending_{0};
   bool stopped_ = false;
 };
