@@ -21,11 +21,7 @@ using icr::testing::TestBroker;
 using icr::testing::TestNhsNumber;
 using namespace std::chrono_literals;
 
-std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout = 10s) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
-  return ctx;
-}
+using icr::testing::Context;
 
 v1::PublishResponse MustPublish(v1::Broker::Stub* stub, const v1::CareEvent& e) {
   v1::PublishRequest req;

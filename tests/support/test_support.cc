@@ -88,6 +88,12 @@ icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& mess
   return e;
 }
 
+std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
+  return ctx;
+}
+
 icr::broker::BrokerOptions TestBrokerOptions(const std::string& data_dir) {
   icr::broker::BrokerOptions options;
   options.data_dir = data_dir;

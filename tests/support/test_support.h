@@ -3,6 +3,7 @@
 // free loopback port.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -37,6 +38,10 @@ icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& mess
 
 // Options for a broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
 icr::broker::BrokerOptions TestBrokerOptions(const std::string& data_dir);
+
+// A client context whose deadline is `timeout` from now.
+std::unique_ptr<grpc::ClientContext> Context(
+    std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 // A broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
 class TestBroker {

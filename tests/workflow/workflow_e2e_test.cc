@@ -23,11 +23,7 @@ using icr::testing::TestBroker;
 using icr::testing::TestNhsNumber;
 using namespace std::chrono_literals;
 
-std::unique_ptr<grpc::ClientContext> Context(std::chrono::milliseconds timeout = 10s) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(std::chrono::system_clock::now() + timeout);
-  return ctx;
-}
+using icr::testing::Context;
 
 v1::TeamRef Team(const std::string& org, const std::string& code) {
   v1::TeamRef t;
