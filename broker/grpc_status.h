@@ -3,10 +3,17 @@
 
 #include <grpcpp/support/status.h>
 
+#include <string>
+
 #include "store/status.h"
 
 namespace icr::broker {
 
 grpc::Status ToGrpc(const store::Status& status);
+
+// INVALID_ARGUMENT with `message` ("<field>: <rule>").
+inline grpc::Status Invalid(const std::string& message) {
+  return {grpc::StatusCode::INVALID_ARGUMENT, message};
+}
 
 }  // namespace icr::broker

@@ -31,9 +31,6 @@ void FillResult(const store::AppendResult& r, icr::v1::PublishResponse* out) {
   SetTimestamp(out->mutable_recorded_at(), r.recorded_at_micros);
 }
 
-grpc::Status Invalid(const std::string& message) {
-  return {grpc::StatusCode::INVALID_ARGUMENT, message};
-}
 
 // The events of several NHS numbers (one person after merges) with position
 // > `after`, in position order: up to `max` from each, cut at the lowest
@@ -866,23 +863,17 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
   std::vector<std::string> numbers;
   {
     std::string survivor;
-    store::Status s = ResolveNhsNumber(config_.store, nhs, &survivor);
+    std::vector<std::string> retired;
+    store::Status s = ReadPersonNumbers(config_.store, nhs, &survivor, &retired);
     if (!s.ok()) {
       reactor->Finish(ToGrpc(s));
       return reactor;
     }
     if (survivor != nhs) response->set_surviving_nhs_number(survivor);
     numbers.push_back(survivor);
-    icr::v1::CareSummary summary;
-    s = ReadCareSummary(config_.store, survivor, &summary);
-    if (s.ok()) {
-      for (const std::string& retired : summary.retired_nhs_numbers()) {
-        numbers.push_back(retired);
-        response->add_merged_nhs_numbers(retired);
-      }
-    } else if (s.code() != store::StatusCode::kNotFound) {
-      reactor->Finish(ToGrpc(s));
-      return reactor;
+    for (const std::string& r : retired) {
+      numbers.push_back(r);
+      response->add_merged_nhs_numbers(r);
     }
   }
   std::set<int> types(request->event_types().begin(), request->event_types().end());

@@ -35,6 +35,39 @@ store::Status ReadReferral(store::EventStore* store, const std::string& referral
   return FillReferralNeeds(store, referral);
 }
 
+store::Status ScanReferrals(store::EventStore* store,
+                            const std::function<bool(icr::v1::Referral&&)>& visit) {
+  store::Status inner;
+  store::Status s =
+      store->ScanState(std::string(keys::kReferral), [&](std::string_view, std::string_view v) {
+        icr::v1::Referral r;
+        if (!r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+          inner = store::Status::Corruption("a stored referral could not be parsed");
+          return false;
+        }
+        return visit(std::move(r));
+      });
+  return s.ok() ? inner : s;
+}
+
+store::Status ReadPersonNumbers(store::EventStore* store, const std::string& nhs,
+                                std::string* survivor, std::vector<std::string>* retired) {
+  store::Status s = ResolveNhsNumber(store, nhs, survivor);
+  if (!s.ok()) return s;
+  retired->clear();
+  std::string bytes;
+  s = store->GetState(keys::Key(keys::kSummary, *survivor), &bytes);
+  if (s.code() == store::StatusCode::kNotFound) return store::Status::Ok();
+  if (!s.ok()) return s;
+  icr::v1::CareSummary summary;
+  if (!summary.ParseFromString(bytes)) {
+    return store::Status::Corruption("the stored care summary of " + *survivor +
+                                     " could not be parsed");
+  }
+  retired->assign(summary.retired_nhs_numbers().begin(), summary.retired_nhs_numbers().end());
+  return store::Status::Ok();
+}
+
 store::Status FillReferralNeeds(store::EventStore* store, icr::v1::Referral* referral) {
   if (referral->created_position() == 0) return store::Status::Ok();
   store::EventPtr created;

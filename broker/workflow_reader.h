@@ -6,6 +6,7 @@
 // Thread-safety: stateless functions over a thread-safe store.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,16 @@ store::Status ReadCareSummary(store::EventStore* store, const std::string& nhs,
 
 store::Status ReadReferral(store::EventStore* store, const std::string& referral_id,
                            icr::v1::Referral* referral);  // kNotFound
+
+// Visits every stored referral (open and closed, without needs.summary)
+// until `visit` returns false. Corruption if a record cannot be parsed.
+store::Status ScanReferrals(store::EventStore* store,
+                            const std::function<bool(icr::v1::Referral&&)>& visit);
+
+// The numbers whose events are one person's history: the survivor of `nhs`
+// and the numbers merged into it. Reads only the merge and summary records.
+store::Status ReadPersonNumbers(store::EventStore* store, const std::string& nhs,
+                                std::string* survivor, std::vector<std::string>* retired);
 
 // Fills in needs.summary, which the stored record leaves in the creating
 // event (Referral.created_position).

@@ -26,9 +26,6 @@ constexpr uint32_t kDefaultListLimit = 100;
 constexpr uint32_t kMaxListLimit = 10000;
 constexpr size_t kMaxTeamNameBytes = 200;
 
-grpc::Status Invalid(const std::string& message) {
-  return {grpc::StatusCode::INVALID_ARGUMENT, message};
-}
 
 std::string TeamRefProblem(icr::v1::TeamRef* ref, const std::string& path) {
   if (auto p = OdsCodeProblem(ref->mutable_organisation(), path + ".organisation"); !p.empty()) {
@@ -183,12 +180,7 @@ grpc::ServerUnaryReactor* WorkflowService::ListReferrals(
   };
   store::Status s;
   if (include_closed) {
-    s = store_->ScanState(std::string(keys::kReferral), [&](std::string_view, std::string_view v) {
-      Referral r;
-      if (!r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-        inner = store::Status::Corruption("a stored referral could not be parsed");
-        return false;
-      }
+    s = ScanReferrals(store_, [&](Referral&& r) {
       consider(r);
       return true;
     });
@@ -281,18 +273,10 @@ grpc::ServerUnaryReactor* WorkflowService::GetFlowMetrics(
   // a day, so a scan is milliseconds even for a year; the fold itself is
   // live (it changes with each event).
   std::vector<Referral> referrals;
-  store::Status inner;
-  store::Status s =
-      store_->ScanState(std::string(keys::kReferral), [&](std::string_view, std::string_view v) {
-        Referral r;
-        if (!r.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
-          inner = store::Status::Corruption("a stored referral could not be parsed");
-          return false;
-        }
-        referrals.push_back(std::move(r));
-        return true;
-      });
-  if (s.ok()) s = inner;
+  store::Status s = ScanReferrals(store_, [&](Referral&& r) {
+    referrals.push_back(std::move(r));
+    return true;
+  });
   if (!s.ok()) {
     reactor->Finish(ToGrpc(s));
     return reactor;

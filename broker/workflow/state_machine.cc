@@ -420,17 +420,18 @@ class WorkflowStateMachine final : public store::StateMachine {
   // get the current limits.
   void SetDeadlines(const Referral& current, bool exists, Referral* next) const {
     next->clear_deadlines();
+    // What the current state waits on, computed with today's limits.
+    const std::vector<Deadline> current_due =
+        exists ? DeadlinesFor(current, options_) : std::vector<Deadline>();
     for (const Deadline& d : DeadlinesFor(*next, options_)) {
       int64_t due = d.first;
-      if (exists) {
-        const auto current_due = DeadlinesFor(current, options_);
+      // Same kind, same basis (the computed due is unchanged with the
+      // current limits): the wait goes on, keep its stored due.
+      const bool same_basis = std::find(current_due.begin(), current_due.end(), d) !=
+                              current_due.end();
+      if (same_basis) {
         for (const icr::v1::PendingDeadline& old : current.deadlines()) {
-          // Same kind, same basis (the computed due is unchanged with the
-          // current limits): keep the stored due.
-          const bool same_basis = std::any_of(
-              current_due.begin(), current_due.end(),
-              [&](const Deadline& c) { return c.second == d.second && c.first == d.first; });
-          if (old.kind() == d.second && same_basis) due = ToMicros(old.due());
+          if (old.kind() == d.second) due = ToMicros(old.due());
         }
       }
       auto* p = next->add_deadlines();
