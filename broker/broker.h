@@ -42,6 +42,10 @@ struct BrokerOptions {
   int max_receive_message_bytes = 16 << 20;
   // Grace period for in-flight RPCs on shutdown. Default: 5,000 ms.
   int shutdown_grace_ms = 5000;
+  // A subscriber stream whose write has waited this long (the subscriber
+  // stopped reading) is cut off; it resumes from its cursor on reconnect.
+  // 0: never. Default: 30,000 ms.
+  uint32_t subscriber_write_timeout_ms = 30000;
   // Discharge workflow deadlines (docs/workflow.md, "Timers").
   workflow::WorkflowOptions workflow;
   EscalationTimerOptions escalation;

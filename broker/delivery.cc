@@ -9,8 +9,47 @@ namespace {
 
 constexpr size_t kReadBatch = 256;
 constexpr size_t kMaxParksPerTick = 64;
+constexpr size_t kEphemeralWindow = 256;    // matched events read ahead (ephemeral)
+constexpr size_t kMaxAhead = 1024;          // sent ahead of the log reader, unacknowledged
+constexpr size_t kUrgentScan = 64;          // urgent index entries per look
+constexpr size_t kMaxPromote = 64;          // earlier events of a person sent with an urgent one
+constexpr size_t kFollowerCapacity = 1024;  // queued at the tail before falling back to reading
+
+int LaneOf(const icr::v1::CareEvent& e) {
+  switch (e.priority()) {
+    case icr::v1::URGENT:
+      return 0;
+    case icr::v1::BULK:
+      return 2;
+    default:
+      return 1;
+  }
+}
 
 }  // namespace
+
+bool Follower::Offer(const store::EventPtr& event) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (overflow_from_ != 0) return false;
+  if (queue_.size() >= capacity_) {
+    overflow_from_ = event->position;
+    return false;
+  }
+  queue_.push_back(event);
+  return true;
+}
+
+store::EventPtr Follower::Take(uint64_t* overflow_from) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *overflow_from = 0;
+  if (!queue_.empty()) {
+    store::EventPtr e = std::move(queue_.front());
+    queue_.pop_front();
+    return e;
+  }
+  *overflow_from = overflow_from_;
+  return nullptr;
+}
 
 SubscriptionEngine::SubscriptionEngine(EventSource* source, CompiledFilter filter, uint64_t start)
     : source_(source), durable_(false), filter_(std::move(filter)), next_read_(start) {
@@ -26,31 +65,63 @@ SubscriptionEngine::SubscriptionEngine(EventSource* source, store::EventStore* s
       filter_(state_.filter()),
       persisted_cursor_(state_.cursor()),
       next_read_(state_.cursor() + 1) {
+  for (uint64_t p : state_.acked_ahead()) {
+    if (p > state_.cursor()) ahead_.insert(p);
+  }
   // Parked events an operator asked to replay while we were disconnected.
   std::vector<std::pair<uint64_t, std::string>> parked;
   if (store_->ListParked(state_.name(), 100000, &parked).ok()) {
     for (const auto& [position, value] : parked) {
       // Parked above the cursor (an older event was still in flight when it
       // was parked): reading the log must skip it, not deliver it again.
-      if (position > state_.cursor()) parked_ahead_.insert(position);
+      if (position > state_.cursor()) ahead_.insert(position);
       icr::v1::internal::ParkedRecord record;
       if (!record.ParseFromString(value) || !record.replay_requested()) continue;
       store::EventPtr event;
       if (!store_->Get(position, &event).ok()) continue;
       replays_[position] = Flight{event, 0, 0, false};
-      ready_.push_back(position);
+      resend_[Lane(event->event)].push_back(position);
     }
   }
 }
 
-store::Status SubscriptionEngine::NextMatching(store::EventPtr* out) {
+SubscriptionEngine::~SubscriptionEngine() { StopFollowing(); }
+
+void SubscriptionEngine::StopFollowing() {
+  if (follower_) {
+    source_->Unfollow(follower_.get());
+    follower_.reset();
+  }
+}
+
+size_t SubscriptionEngine::Window() const {
+  return durable_ ? state_.max_in_flight() : kEphemeralWindow;
+}
+
+// The next matching event of the log, read in position order (null: none
+// now).
+store::Status SubscriptionEngine::NextFromLog(store::EventPtr* out) {
+  out->reset();
   for (;;) {
     if (fetched_.empty()) {
+      if (follower_) {
+        *out = NextFromFollower();
+        if (*out || follower_) return {};
+        continue;  // overflowed: read the log again from where it stopped
+      }
       std::vector<store::EventPtr> batch;
       store::Status s = source_->Read(next_read_, kReadBatch, &batch);
       if (!s.ok()) return s;
       if (batch.empty()) {
-        out->reset();
+        // Caught up: follow the tail from here, if the source can push.
+        if (waker_) {
+          auto follower =
+              std::make_shared<Follower>(filter_, next_read_, kFollowerCapacity, waker_);
+          if (source_->Follow(follower)) {
+            follower_ = std::move(follower);
+            continue;
+          }
+        }
         return {};
       }
       next_read_ = batch.back()->position + 1;
@@ -58,7 +129,7 @@ store::Status SubscriptionEngine::NextMatching(store::EventPtr* out) {
     }
     store::EventPtr e = std::move(fetched_.front());
     fetched_.pop_front();
-    if (!parked_ahead_.empty() && parked_ahead_.erase(e->position) > 0) continue;
+    if (!ahead_.empty() && ahead_.erase(e->position) > 0) continue;
     if (filter_.Match(e->event)) {
       *out = std::move(e);
       return {};
@@ -66,21 +137,130 @@ store::Status SubscriptionEngine::NextMatching(store::EventPtr* out) {
   }
 }
 
-store::Status SubscriptionEngine::Next(int64_t now_micros, std::optional<Delivery>* out) {
-  out->reset();
-  if (!durable_) {
-    store::EventPtr e;
-    store::Status s = NextMatching(&e);
-    if (s.ok() && e) {
-      state_.set_cursor(e->position);
-      *out = Delivery{std::move(e), 1};
-    }
-    return s;
-  }
+// The next event queued to us at the tail (already matched by the hub).
+store::EventPtr SubscriptionEngine::NextFromFollower() {
+  // Read the routed mark before the queue: every event at or below it that
+  // matches is queued by then, so an empty queue means all of them were seen.
+  const uint64_t routed = source_->RoutedThrough();
   for (;;) {
-    while (!ready_.empty()) {
-      uint64_t position = ready_.front();
-      ready_.pop_front();
+    uint64_t overflow_from = 0;
+    store::EventPtr e = follower_->Take(&overflow_from);
+    if (e) {
+      if (e->position < next_read_) continue;
+      next_read_ = e->position + 1;
+      if (!ahead_.empty() && ahead_.erase(e->position) > 0) continue;
+      return e;
+    }
+    if (overflow_from != 0) {
+      // Fell behind at the tail: read the log from the first event that was
+      // not queued.
+      next_read_ = std::max(next_read_, overflow_from);
+      StopFollowing();
+      return nullptr;
+    }
+    next_read_ = std::max(next_read_, routed + 1);
+    return nullptr;
+  }
+}
+
+int SubscriptionEngine::Lane(const icr::v1::CareEvent& e) const {
+  return lanes_enabled_ ? LaneOf(e) : 1;
+}
+
+int SubscriptionEngine::LaneOfPerson(const Person& p) const {
+  return p.urgent ? 0 : p.routine ? 1 : 2;
+}
+
+// Files a person with something to send (and nothing in flight) in its lane,
+// under the position of its oldest waiting event.
+void SubscriptionEngine::Schedule(const std::string& nhs, Person* p) {
+  if (p->lane >= 0) lanes_[p->lane].erase(p->waiting.front()->position);
+  p->lane = -1;
+  if (p->busy || p->waiting.empty()) return;
+  p->lane = LaneOfPerson(*p);
+  lanes_[p->lane].emplace(p->waiting.front()->position, nhs);
+}
+
+void SubscriptionEngine::Enqueue(store::EventPtr event) {
+  const std::string& nhs = event->event.nhs_number();
+  Person& p = people_[nhs];
+  const int lane = Lane(event->event);
+  if (lane == 0) ++p.urgent;
+  if (lane == 1) ++p.routine;
+  waiting_positions_.insert(event->position);
+  const bool was_empty = p.waiting.empty();
+  p.waiting.push_back(std::move(event));
+  ++waiting_;
+  if (was_empty || (p.lane >= 0 && LaneOfPerson(p) != p.lane)) {
+    if (was_empty) p.lane = -1;
+    Schedule(nhs, &p);
+  }
+}
+
+// Reads the log into the people's queues while the window has room, then
+// lets the urgent lane look past the backlog.
+store::Status SubscriptionEngine::Fill() {
+  while (in_flight_.size() + waiting_ < Window()) {
+    store::EventPtr e;
+    store::Status s = NextFromLog(&e);
+    if (!s.ok()) return s;
+    if (!e) return {};
+    Enqueue(std::move(e));
+  }
+  return SendAhead();
+}
+
+// The window is full of older events: send urgent events from further on
+// ahead of them (with their person's earlier events, to keep that person's
+// order).
+store::Status SubscriptionEngine::SendAhead() {
+  if (!lanes_enabled_ || follower_ || ahead_.size() >= kMaxAhead) return {};
+  const uint64_t main = MainPosition();
+  if (urgent_read_ < main) urgent_read_ = main;
+  // Nothing committed since the index was last read to its end.
+  const uint64_t last = source_->LastPosition();
+  if (last != 0 && urgent_read_ > last) return {};
+  std::vector<std::pair<uint64_t, std::string>> urgent;
+  store::Status s = source_->ReadUrgent(urgent_read_, kUrgentScan, &urgent);
+  if (!s.ok()) return s;
+  if (urgent.size() < kUrgentScan && last != 0) {
+    // The index was read to its end: nothing urgent up to `last` is left.
+    const uint64_t end = last + 1;
+    if (urgent.empty()) urgent_read_ = std::max(urgent_read_, end);
+  }
+  for (const auto& [position, nhs] : urgent) {
+    if (ahead_.size() >= kMaxAhead) break;
+    urgent_read_ = position + 1;
+    if (ahead_.count(position)) continue;
+    // The person's events from the log reader's position up to this one.
+    std::vector<store::EventPtr> history;
+    s = source_->ReadPatient(nhs, main - 1, kMaxPromote + 1, &history);
+    if (!s.ok()) return s;
+    std::vector<store::EventPtr> send;
+    bool found = false;
+    for (auto& e : history) {
+      if (e->position > position) break;
+      if (ahead_.count(e->position) || !filter_.Match(e->event)) continue;
+      found = found || e->position == position;
+      send.push_back(std::move(e));
+    }
+    // Not matched, or too long a queue before it: it waits for the reader.
+    if (!found || send.size() > kMaxPromote) continue;
+    for (auto& e : send) {
+      ahead_.insert(e->position);
+      ++sent_ahead_;
+      Enqueue(std::move(e));
+    }
+  }
+  return {};
+}
+
+// The next delivery in lane order: redeliveries, then people, per lane.
+bool SubscriptionEngine::Pick(int64_t now_micros, std::optional<Delivery>* out) {
+  for (int lane = 0; lane < kLanes; ++lane) {
+    while (!resend_[lane].empty()) {
+      uint64_t position = resend_[lane].front();
+      resend_[lane].pop_front();
       auto it = in_flight_.find(position);
       if (it == in_flight_.end()) {
         it = replays_.find(position);
@@ -92,43 +272,69 @@ store::Status SubscriptionEngine::Next(int64_t now_micros, std::optional<Deliver
       f.attempts++;
       f.deadline = now_micros + static_cast<int64_t>(state_.ack_timeout_ms()) * 1000;
       *out = Delivery{f.event, f.attempts};
-      return {};
+      return true;
     }
-    if (in_flight_.size() + held_positions_.size() >= state_.max_in_flight()) return {};
-    store::EventPtr e;
-    store::Status s = NextMatching(&e);
-    if (!s.ok() || !e) return s;
-    const std::string& nhs = e->event.nhs_number();
-    if (busy_patients_.count(nhs)) {
-      held_positions_.insert(e->position);
-      held_[nhs].push_back(std::move(e));
-      continue;
+    if (!lanes_[lane].empty()) {
+      // The oldest waiting event of the lane.
+      auto entry = lanes_[lane].begin();
+      const std::string nhs = entry->second;
+      lanes_[lane].erase(entry);
+      auto it = people_.find(nhs);
+      Person& p = it->second;
+      p.lane = -1;
+      store::EventPtr e = std::move(p.waiting.front());
+      p.waiting.pop_front();
+      --waiting_;
+      waiting_positions_.erase(e->position);
+      const int l = Lane(e->event);
+      if (l == 0) --p.urgent;
+      if (l == 1) --p.routine;
+      if (durable_) {
+        p.busy = true;
+        uint64_t position = e->position;
+        int64_t deadline = now_micros + static_cast<int64_t>(state_.ack_timeout_ms()) * 1000;
+        in_flight_.emplace(position, Flight{e, 1, deadline, true});
+      } else if (p.waiting.empty()) {
+        people_.erase(it);
+      } else {
+        Schedule(nhs, &p);
+      }
+      if (!durable_) state_.set_cursor(std::max(state_.cursor(), e->position));
+      *out = Delivery{std::move(e), 1};
+      return true;
     }
-    busy_patients_.insert(nhs);
-    uint64_t position = e->position;
-    in_flight_.emplace(position, Flight{std::move(e), 0, 0, false});
-    ready_.push_back(position);
   }
+  return false;
+}
+
+store::Status SubscriptionEngine::Next(int64_t now_micros, std::optional<Delivery>* out) {
+  out->reset();
+  store::Status s = Fill();
+  if (!s.ok()) return s;
+  Pick(now_micros, out);
+  return {};
 }
 
 void SubscriptionEngine::Release(const std::string& nhs_number) {
-  busy_patients_.erase(nhs_number);
-  auto it = held_.find(nhs_number);
-  if (it == held_.end()) return;
-  store::EventPtr next = std::move(it->second.front());
-  it->second.pop_front();
-  if (it->second.empty()) held_.erase(it);
-  held_positions_.erase(next->position);
-  busy_patients_.insert(nhs_number);
-  uint64_t position = next->position;
-  in_flight_.emplace(position, Flight{std::move(next), 0, 0, false});
-  ready_.push_back(position);
+  auto it = people_.find(nhs_number);
+  if (it == people_.end()) return;
+  Person& p = it->second;
+  p.busy = false;
+  if (p.waiting.empty()) {
+    people_.erase(it);
+    return;
+  }
+  Schedule(nhs_number, &p);
+}
+
+void SubscriptionEngine::Requeue(uint64_t position, const store::EventPtr& event) {
+  resend_[Lane(event->event)].push_back(position);
 }
 
 uint64_t SubscriptionEngine::ComputeCursor() const {
-  uint64_t lowest = fetched_.empty() ? next_read_ : fetched_.front()->position;
+  uint64_t lowest = MainPosition();
   if (!in_flight_.empty()) lowest = std::min(lowest, in_flight_.begin()->first);
-  if (!held_positions_.empty()) lowest = std::min(lowest, *held_positions_.begin());
+  if (!waiting_positions_.empty()) lowest = std::min(lowest, *waiting_positions_.begin());
   // The cursor only moves forward (replayed parked events sit below it).
   return std::max<uint64_t>(lowest - 1, state_.cursor());
 }
@@ -142,6 +348,7 @@ AckOutcome SubscriptionEngine::Ack(const std::vector<uint64_t>& positions) {
     if (it != in_flight_.end() && it->second.attempts > 0) {
       std::string nhs = it->second.event->event.nhs_number();
       in_flight_.erase(it);
+      if (ahead_.count(p)) ahead_dirty_ = true;
       Release(nhs);
       continue;
     }
@@ -167,14 +374,21 @@ store::Status SubscriptionEngine::Park(uint64_t position, Flight flight, int64_t
   // durable: both go in one write.
   icr::v1::internal::SubscriptionState next = state_;
   next.set_cursor(ComputeCursor());
+  next.clear_acked_ahead();
+  for (uint64_t p : ahead_) {
+    if (p > next.cursor() && p != position && !in_flight_.count(p) && !waiting_positions_.count(p)) {
+      next.add_acked_ahead(p);
+    }
+  }
   std::string state_bytes;
   next.SerializeToString(&state_bytes);
   std::string record_bytes;
   record.SerializeToString(&record_bytes);
   store::Status s = store_->PutParked(state_.name(), position, record_bytes, state_bytes);
   if (s.ok()) {
-    state_.set_cursor(next.cursor());
-    persisted_cursor_ = next.cursor();
+    state_ = std::move(next);
+    persisted_cursor_ = state_.cursor();
+    ahead_dirty_ = false;
   }
   return s;
 }
@@ -209,7 +423,7 @@ store::Status SubscriptionEngine::Tick(int64_t now_micros) {
       Release(flight.event->event.nhs_number());
     } else {
       f.sent = false;
-      ready_.push_back(position);
+      Requeue(position, f.event);
     }
   }
   std::vector<uint64_t> expired_replays;
@@ -234,7 +448,7 @@ store::Status SubscriptionEngine::Tick(int64_t now_micros) {
       replays_.erase(position);
     } else {
       f.sent = false;
-      ready_.push_back(position);
+      Requeue(position, f.event);
     }
   }
   RecomputeCursor();
@@ -291,18 +505,32 @@ store::Status SubscriptionEngine::ReplayParked(const std::vector<uint64_t>& posi
     s = store_->Get(position, &event);
     if (!s.ok()) return s;
     replays_[position] = Flight{event, 0, 0, false};
-    ready_.push_back(position);
+    Requeue(position, event);
     ++*count;
   }
   return {};
 }
 
 store::Status SubscriptionEngine::Persist(bool sync) {
-  if (!durable_ || (state_.cursor() == persisted_cursor_ && !sync)) return {};
+  if (!durable_) return {};
+  // Positions above the cursor that were acknowledged (or parked) ahead of it.
+  size_t before = static_cast<size_t>(state_.acked_ahead_size());
+  state_.clear_acked_ahead();
+  for (uint64_t p : ahead_) {
+    if (p > state_.cursor() && !in_flight_.count(p) && !waiting_positions_.count(p)) {
+      state_.add_acked_ahead(p);
+    }
+  }
+  const bool ahead_changed =
+      ahead_dirty_ || static_cast<size_t>(state_.acked_ahead_size()) != before;
+  if (state_.cursor() == persisted_cursor_ && !ahead_changed && !sync) return {};
   std::string bytes;
   state_.SerializeToString(&bytes);
   store::Status s = store_->PutSubscription(state_.name(), bytes, sync);
-  if (s.ok()) persisted_cursor_ = state_.cursor();
+  if (s.ok()) {
+    persisted_cursor_ = state_.cursor();
+    ahead_dirty_ = false;
+  }
   return s;
 }
 

@@ -1,6 +1,7 @@
 #include "broker/filter.h"
 
 #include <cctype>
+#include <type_traits>
 
 #include "broker/nhs_number.h"
 
@@ -49,6 +50,58 @@ bool CompiledFilter::Match(const icr::v1::CareEvent& e) const {
     return team_->care_relationship && team_->related && team_->related(e, team_->team.ref());
   }
   return true;
+}
+
+namespace {
+template <typename Set>
+std::vector<std::string> Keys(const char* prefix, const Set& values) {
+  std::vector<std::string> out;
+  out.reserve(values.size());
+  for (const auto& v : values) {
+    if constexpr (std::is_same_v<typename Set::value_type, int>) {
+      out.push_back(prefix + std::to_string(v));
+    } else {
+      out.push_back(prefix + v);
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<std::string> CompiledFilter::RoutingKeys() const {
+  // Most selective first: a person, an addressee, a source, a type ...
+  if (!nhs_numbers_.empty()) return Keys("n:", nhs_numbers_);
+  if (!addressee_orgs_.empty() || !addressee_teams_.empty()) {
+    std::unordered_set<std::string> orgs = addressee_orgs_;
+    for (const auto& t : addressee_teams_) orgs.insert(t.substr(0, t.find('/')));
+    return Keys("a:", orgs);
+  }
+  if (!source_organisations_.empty()) return Keys("s:", source_organisations_);
+  if (!event_types_.empty()) return Keys("t:", event_types_);
+  if (!care_settings_.empty()) return Keys("c:", care_settings_);
+  if (!priorities_.empty()) return Keys("p:", priorities_);
+  if (team_ && !team_->care_relationship) {
+    // A team without care relationships sees what is addressed to it and,
+    // for brokerage, its Place's placement traffic.
+    std::vector<std::string> keys{"a:" + team_->team.ref().organisation()};
+    if (team_->team.role() == icr::v1::ROLE_BROKERAGE &&
+        team_->team.place() != icr::v1::PLACE_UNSPECIFIED) {
+      keys.push_back("l:" + std::to_string(team_->team.place()));
+    }
+    return keys;
+  }
+  return {};
+}
+
+void CompiledFilter::EventRoutingKeys(const icr::v1::CareEvent& e, std::vector<std::string>* out) {
+  out->clear();
+  out->push_back("n:" + e.nhs_number());
+  if (e.has_addressee()) out->push_back("a:" + e.addressee().organisation());
+  out->push_back("s:" + e.source_organisation());
+  out->push_back("t:" + std::to_string(e.event_type()));
+  out->push_back("c:" + std::to_string(e.care_setting()));
+  out->push_back("p:" + std::to_string(e.priority()));
+  if (e.place() != icr::v1::PLACE_UNSPECIFIED) out->push_back("l:" + std::to_string(e.place()));
 }
 
 void CompiledFilter::SetTeam(const icr::v1::Team& team, RelationshipFn related) {

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <unordered_set>
+#include <vector>
 
 #include "icr/v1/broker.pb.h"
 #include "icr/v1/workflow.pb.h"
@@ -34,6 +35,13 @@ class CompiledFilter {
 
   // True if the event is routed to the team, whatever the other conditions.
   static bool RoutedToTeam(const icr::v1::CareEvent& event, const icr::v1::Team& team);
+
+  // Subscription index (broker/routing.h). RoutingKeys: keys such that every
+  // event this filter matches has at least one of them among its
+  // EventRoutingKeys; empty when the filter must see every event. They come
+  // from the most selective condition the filter has.
+  std::vector<std::string> RoutingKeys() const;
+  static void EventRoutingKeys(const icr::v1::CareEvent& event, std::vector<std::string>* out);
 
  private:
   struct TeamRoute {

@@ -1,5 +1,6 @@
 #include "broker/hub.h"
 
+#include <algorithm>
 #include <chrono>
 
 namespace icr::broker {
@@ -15,7 +16,10 @@ Hub::Hub(store::EventStore* store, size_t ring_capacity)
 
 Hub::~Hub() { Stop(); }
 
-void Hub::Start() { thread_ = std::thread([this] { Loop(); }); }
+void Hub::Start() {
+  routed_through_.store(store_->LastPosition(), std::memory_order_release);
+  thread_ = std::thread([this] { Loop(); });
+}
 
 void Hub::Stop() {
   std::vector<std::shared_ptr<Session>> sessions;
@@ -27,6 +31,10 @@ void Hub::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(routing_mu_);
+    routing_stopped_ = true;
+  }
   for (auto& s : sessions) s->Shutdown();
 }
 
@@ -46,6 +54,7 @@ void Hub::OnCommit(const std::vector<store::EventPtr>& committed) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     woken_ = true;
+    to_route_.insert(to_route_.end(), committed.begin(), committed.end());
     if (!evicted.empty()) {
       graveyard_.insert(graveyard_.end(), std::make_move_iterator(evicted.begin()),
                         std::make_move_iterator(evicted.end()));
@@ -67,16 +76,76 @@ store::Status Hub::Read(uint64_t from, size_t max, std::vector<store::EventPtr>*
   return store_->ReadFrom(from, max, out);
 }
 
+store::Status Hub::ReadUrgent(uint64_t from, size_t max,
+                              std::vector<std::pair<uint64_t, std::string>>* out) {
+  return store_->ReadUrgent(from, max, out);
+}
+
+store::Status Hub::ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
+                               std::vector<store::EventPtr>* out) {
+  return store_->ReadPatient(nhs_number, after, max, out);
+}
+
+bool Hub::Follow(const std::shared_ptr<Follower>& follower) {
+  std::lock_guard<std::mutex> lock(routing_mu_);
+  if (routing_stopped_) return false;
+  index_.Add(follower);
+  return true;
+}
+
+void Hub::Unfollow(const Follower* follower) {
+  std::lock_guard<std::mutex> lock(routing_mu_);
+  index_.Remove(follower);
+}
+
+size_t Hub::followers() const {
+  std::lock_guard<std::mutex> lock(routing_mu_);
+  return index_.size();
+}
+
+uint64_t Hub::routing_candidates() const {
+  std::lock_guard<std::mutex> lock(routing_mu_);
+  return index_.candidates();
+}
+
+// Queues each event to the followers it matches; a follower whose queue is
+// full leaves the index (its engine reads the log again from there).
+void Hub::Route(const std::vector<store::EventPtr>& events) {
+  std::vector<std::shared_ptr<Follower>> woken;
+  std::vector<std::shared_ptr<Follower>> overflowed;
+  {
+    std::lock_guard<std::mutex> lock(routing_mu_);
+    for (const auto& e : events) {
+      index_.Match(e, [&](const std::shared_ptr<Follower>& f) {
+        if (f->Offer(e)) {
+          if (woken.empty() || woken.back() != f) woken.push_back(f);
+        } else if (std::find(overflowed.begin(), overflowed.end(), f) == overflowed.end()) {
+          overflowed.push_back(f);
+        }
+      });
+      // Followers that overflowed see nothing more: drop them now.
+      for (const auto& f : overflowed) index_.Remove(f.get());
+    }
+    if (!events.empty()) routed_through_.store(events.back()->position, std::memory_order_release);
+  }
+  std::sort(woken.begin(), woken.end());
+  woken.erase(std::unique(woken.begin(), woken.end()), woken.end());
+  for (const auto& f : woken) f->Wake();
+  for (const auto& f : overflowed) f->Wake();
+}
+
 bool Hub::Add(const std::shared_ptr<Session>& session) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return false;
   sessions_[session.get()] = session;
+  if (!session->follows()) pollers_[session.get()] = session;
   return true;
 }
 
 void Hub::Remove(const Session* session) {
   std::lock_guard<std::mutex> lock(mu_);
   sessions_.erase(session);
+  pollers_.erase(session);
 }
 
 bool Hub::ClaimDurable(const std::string& name, const std::shared_ptr<Session>& session) {
@@ -113,10 +182,11 @@ size_t Hub::connected() const {
   return sessions_.size();
 }
 
-std::vector<std::shared_ptr<Session>> Hub::Snapshot() const {
+std::vector<std::shared_ptr<Session>> Hub::Snapshot(bool all) const {
   std::vector<std::shared_ptr<Session>> out;
-  out.reserve(sessions_.size());
-  for (const auto& [k, s] : sessions_) out.push_back(s);
+  const auto& from = all ? sessions_ : pollers_;
+  out.reserve(from.size());
+  for (const auto& [k, s] : from) out.push_back(s);
   return out;
 }
 
@@ -131,13 +201,21 @@ void Hub::Loop() {
     bool wake = woken_;
     woken_ = false;
     bool tick = Clock::now() >= next_tick;
-    auto sessions = Snapshot();
+    // On a commit, only the sessions that do not follow the tail are woken;
+    // followers are woken by Route when something was queued to them.
+    auto sessions = tick || wake ? Snapshot(tick) : std::vector<std::shared_ptr<Session>>();
     std::vector<store::EventPtr> dead;
     dead.swap(graveyard_);
+    std::vector<store::EventPtr> routed;
+    routed.swap(to_route_);
     lock.unlock();
     dead.clear();  // events evicted from the ring, freed off the writer thread
+    Route(routed);
+    routed.clear();
     if (wake) {
-      for (auto& s : sessions) s->Wake();
+      for (auto& s : sessions) {
+        if (!s->follows()) s->Wake();
+      }
     }
     if (tick) {
       int64_t now = NowMicros();

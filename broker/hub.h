@@ -2,8 +2,11 @@
 //
 //  - Keeps a ring of recently committed events, so subscribers at the tail
 //    read from memory; older positions are read from the store (catch-up).
-//  - Wakes connected sessions when events commit (on its own thread, so the
-//    store's writer thread never waits for a subscriber), and ticks them for
+//  - Routes committed events on its own thread (so the store's writer thread
+//    never waits for a subscriber): subscriptions at the tail follow the log
+//    (EventSource::Follow), and each event is matched through a RoutingIndex
+//    and queued to the followers it matches, which are then woken. Sessions
+//    that do not follow are woken on every commit. Ticks every session for
 //    redelivery timers and heartbeats.
 //  - Registers durable subscriptions by name: one connected stream per name.
 //
@@ -11,6 +14,7 @@
 // store's writer thread; session callbacks run on the hub's thread.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -22,6 +26,7 @@
 #include <vector>
 
 #include "broker/delivery.h"
+#include "broker/routing.h"
 #include "store/store.h"
 
 namespace icr::broker {
@@ -37,6 +42,9 @@ class Session {
   virtual AckOutcome Ack(const std::vector<uint64_t>& positions) = 0;
   virtual store::Status Replay(const std::vector<uint64_t>& positions, uint32_t* count) = 0;
   virtual uint32_t InFlight() = 0;
+  // True if the session's engine follows the tail (it is woken through its
+  // Follower, not on every commit). Constant for a session's lifetime.
+  virtual bool follows() const { return false; }
 };
 
 // Holds a durable name while a stream is being set up or an administrative
@@ -72,7 +80,20 @@ class Hub : public EventSource {
   // The store's commit listener.
   void OnCommit(const std::vector<store::EventPtr>& committed);
 
+  // EventSource.
   store::Status Read(uint64_t from, size_t max, std::vector<store::EventPtr>* out) override;
+  store::Status ReadUrgent(uint64_t from, size_t max,
+                           std::vector<std::pair<uint64_t, std::string>>* out) override;
+  store::Status ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
+                            std::vector<store::EventPtr>* out) override;
+  bool Follow(const std::shared_ptr<Follower>& follower) override;
+  void Unfollow(const Follower* follower) override;
+  uint64_t RoutedThrough() const override { return routed_through_.load(std::memory_order_acquire); }
+  uint64_t LastPosition() const override { return store_->LastPosition(); }
+
+  // Routing counters, for GetStatus and benchmarks.
+  size_t followers() const;
+  uint64_t routing_candidates() const;
 
   // False once Stop has begun: the caller must end the stream itself.
   bool Add(const std::shared_ptr<Session>& session);
@@ -89,7 +110,9 @@ class Hub : public EventSource {
 
  private:
   void Loop();
-  std::vector<std::shared_ptr<Session>> Snapshot() const;
+  void Route(const std::vector<store::EventPtr>& events);
+  // Every session, or only those that do not follow the tail.
+  std::vector<std::shared_ptr<Session>> Snapshot(bool all) const;
 
   store::EventStore* store_;
   const size_t ring_capacity_;
@@ -102,9 +125,17 @@ class Hub : public EventSource {
   bool woken_ = false;
   bool stopping_ = false;
   std::map<const Session*, std::shared_ptr<Session>> sessions_;
+  std::map<const Session*, std::shared_ptr<Session>> pollers_;  // sessions that do not follow
   std::map<std::string, std::weak_ptr<Session>> durable_;
   std::vector<store::EventPtr> graveyard_;  // evicted from the ring, freed by the hub thread
+  std::vector<store::EventPtr> to_route_;   // committed, not yet routed
   std::thread thread_;
+
+  // The followers' index; routing_mu_ is taken after mu_ is released.
+  mutable std::mutex routing_mu_;
+  RoutingIndex index_;
+  bool routing_stopped_ = false;
+  std::atomic<uint64_t> routed_through_{0};
 };
 
 int64_t NowMicros();

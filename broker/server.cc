@@ -41,6 +41,7 @@ class BrokerServerImpl final : public BrokerServer {
     config.data_dir = options_.data_dir;
     config.durability = options_.durability == store::Durability::kSync ? "sync" : "relaxed";
     config.started_at_micros = NowMicros();
+    config.write_timeout_ms = options_.subscriber_write_timeout_ms;
     service_ = std::make_unique<BrokerService>(std::move(config));
 
     grpc::EnableDefaultHealthCheckService(true);

@@ -231,6 +231,47 @@ class PublishStreamReactor final
 
 class SubscribeReactor;
 
+using SubscribeWriter = grpc::ServerWriteReactor<grpc::ByteBuffer>;
+
+// Appends `value` as a protobuf varint.
+void PutVarint(std::string* out, uint64_t value) {
+  while (value >= 0x80) {
+    out->push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out->push_back(static_cast<char>(value));
+}
+
+// A SubscribeResponse carrying `event`, built around the event's stored
+// bytes without copying or re-serialising them: every subscriber is sent the
+// same bytes. Wire format: delivery_attempt (field 3, varint), then event
+// (field 1, length-delimited), as protobuf allows fields in any order.
+grpc::ByteBuffer EventResponse(const store::EventPtr& event, uint32_t attempt) {
+  if (event->encoded.empty()) {  // not from the store (cannot happen there)
+    icr::v1::SubscribeResponse response;
+    *response.mutable_event() = event->event;
+    response.set_delivery_attempt(attempt);
+    grpc::Slice slice(response.SerializeAsString());
+    return grpc::ByteBuffer(&slice, 1);
+  }
+  std::string head;
+  head.push_back(static_cast<char>(3 << 3 | 0));
+  PutVarint(&head, attempt);
+  head.push_back(static_cast<char>(1 << 3 | 2));
+  PutVarint(&head, event->encoded.size());
+  auto* keep = new store::EventPtr(event);
+  grpc::Slice slices[2] = {
+      grpc::Slice(head),
+      grpc::Slice(const_cast<char*>(event->encoded.data()), event->encoded.size(),
+                  [](void* p) { delete static_cast<store::EventPtr*>(p); }, keep)};
+  return grpc::ByteBuffer(slices, 2);
+}
+
+grpc::ByteBuffer MessageBuffer(const google::protobuf::Message& message) {
+  grpc::Slice slice(message.SerializeAsString());
+  return grpc::ByteBuffer(&slice, 1);
+}
+
 // The state of one subscriber stream, shared between its reactor and the hub.
 // The reactor may go away (OnDone) while the hub still holds the session, so
 // every call checks that the reactor is still attached.
@@ -244,10 +285,15 @@ class SubscribeSession final : public Session,
         heartbeat_ms_(heartbeat_ms),
         summary_changes_(summary_changes) {}
 
-  void Attach(grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* reactor) {
+  void Attach(SubscribeWriter* reactor, grpc::CallbackServerContext* ctx) {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     reactor_ = reactor;
+    ctx_ = ctx;
     last_write_ = NowMicros();
+    // Woken by the hub when events are queued to it at the tail.
+    engine_->SetWaker([weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->Wake();
+    });
     Pump();
   }
 
@@ -255,6 +301,7 @@ class SubscribeSession final : public Session,
   void Detach() {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     reactor_ = nullptr;
+    ctx_ = nullptr;
     if (engine_->durable()) engine_->Persist(true);
   }
 
@@ -277,6 +324,8 @@ class SubscribeSession final : public Session,
     FinishLocked({grpc::StatusCode::CANCELLED, "cancelled by the subscriber"});
   }
 
+  bool follows() const override { return true; }
+
   void Wake() override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     Pump();
@@ -285,14 +334,26 @@ class SubscribeSession final : public Session,
   void Tick(int64_t now) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (!reactor_ || finished_) return;
+    if (writing_ && config_.write_timeout_ms > 0 && !cut_off_ &&
+        now - last_write_ >= static_cast<int64_t>(config_.write_timeout_ms) * 1000) {
+      // The subscriber stopped reading: a write has waited for flow control
+      // longer than the write timeout. Cut the stream off (its cursor keeps
+      // what was acknowledged; it resumes from there on reconnect), so it
+      // holds nothing of the broker's.
+      cut_off_ = true;
+      config_.subscribers_cut_off->fetch_add(1, std::memory_order_relaxed);
+      if (ctx_) ctx_->TryCancel();
+      return;
+    }
     store::Status s = engine_->Tick(now);
     (void)s;  // a failed park is retried at the next tick
     Pump();
     if (!writing_ && !finished_ && heartbeat_ms_ > 0 &&
         now - last_write_ >= static_cast<int64_t>(heartbeat_ms_) * 1000) {
-      response_.Clear();
-      SetTimestamp(response_.mutable_heartbeat()->mutable_at(), now);
-      response_.mutable_heartbeat()->set_last_position(config_.store->LastPosition());
+      icr::v1::SubscribeResponse response;
+      SetTimestamp(response.mutable_heartbeat()->mutable_at(), now);
+      response.mutable_heartbeat()->set_last_position(config_.store->LastPosition());
+      buffer_ = MessageBuffer(response);
       StartWriteLocked(now);
     }
   }
@@ -343,10 +404,10 @@ class SubscribeSession final : public Session,
         break;
       }
       if (!next) break;
-      response_.Clear();
       const CareEvent& event = next->event->event;
       if (summary_changes_) {
-        auto* changed = response_.mutable_summary_changed();
+        icr::v1::SubscribeResponse response;
+        auto* changed = response.mutable_summary_changed();
         changed->set_position(event.position());
         changed->set_nhs_number(event.nhs_number());
         changed->set_cause(event.event_type());
@@ -355,10 +416,11 @@ class SubscribeSession final : public Session,
           FinishLocked(ToGrpc(s));
           break;
         }
+        response.set_delivery_attempt(next->attempt);
+        buffer_ = MessageBuffer(response);
       } else {
-        *response_.mutable_event() = event;
+        buffer_ = EventResponse(next->event, next->attempt);
       }
-      response_.set_delivery_attempt(next->attempt);
       StartWriteLocked(now);
     } while (repump_);
     pumping_ = false;
@@ -367,7 +429,7 @@ class SubscribeSession final : public Session,
   void StartWriteLocked(int64_t now) {
     writing_ = true;
     last_write_ = now;
-    reactor_->StartWrite(&response_);
+    reactor_->StartWrite(&buffer_);
   }
 
   void FinishLocked(const grpc::Status& status) {
@@ -387,20 +449,23 @@ class SubscribeSession final : public Session,
   std::unique_ptr<SubscriptionEngine> engine_;
   const uint32_t heartbeat_ms_;
   const bool summary_changes_;
-  grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* reactor_ = nullptr;
-  icr::v1::SubscribeResponse response_;
-  int64_t last_write_ = 0;
+  SubscribeWriter* reactor_ = nullptr;
+  grpc::CallbackServerContext* ctx_ = nullptr;
+  grpc::ByteBuffer buffer_;  // the write in progress
+  int64_t last_write_ = 0;   // when the last write started
   bool writing_ = false;
   bool finished_ = false;
   bool pumping_ = false;
   bool repump_ = false;
+  bool cut_off_ = false;
   std::optional<grpc::Status> pending_finish_;
 };
 
-class SubscribeReactor final : public grpc::ServerWriteReactor<icr::v1::SubscribeResponse> {
+class SubscribeReactor final : public SubscribeWriter {
  public:
-  SubscribeReactor(const ServiceConfig& config, std::string durable_name)
-      : config_(config), durable_name_(std::move(durable_name)) {}
+  SubscribeReactor(const ServiceConfig& config, grpc::CallbackServerContext* ctx,
+                   std::string durable_name)
+      : config_(config), ctx_(ctx), durable_name_(std::move(durable_name)) {}
 
   void Begin(std::shared_ptr<SubscribeSession> session) {
     session_ = std::move(session);
@@ -409,7 +474,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<icr::v1::Subscrib
               "the broker is shutting down; reconnect to resume from your cursor"});
       return;
     }
-    session_->Attach(this);
+    session_->Attach(this, ctx_);
   }
 
   void FailNow(const grpc::Status& status) { Finish(status); }
@@ -429,6 +494,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<icr::v1::Subscrib
 
  private:
   const ServiceConfig& config_;
+  grpc::CallbackServerContext* const ctx_;
   const std::string durable_name_;
   std::shared_ptr<SubscribeSession> session_;
 };
@@ -531,14 +597,30 @@ BrokerService::PublishStream(grpc::CallbackServerContext* ctx) {
 // Subscribe and durable subscriptions
 // ---------------------------------------------------------------------------
 
-grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
-    grpc::CallbackServerContext* ctx, const icr::v1::SubscribeRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw_request) {
+  // Subscribe is a raw method (responses are built from the stored event
+  // bytes), so the request is parsed here.
+  icr::v1::SubscribeRequest parsed;
+  bool parsed_ok = false;
+  {
+    std::vector<grpc::Slice> slices;
+    std::string bytes;
+    if (raw_request->Dump(&slices).ok()) {
+      for (const auto& slice : slices) {
+        bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+      }
+      parsed_ok = parsed.ParseFromString(bytes);
+    }
+  }
+  const icr::v1::SubscribeRequest* request = &parsed;
   const std::string& name = request->subscription();
-  auto* reactor = new SubscribeReactor(config_, name);
+  auto* reactor = new SubscribeReactor(config_, ctx, parsed_ok ? name : std::string());
   auto fail = [reactor](const grpc::Status& s) {
     reactor->FailNow(s);
     return reactor;
   };
+  if (!parsed_ok) return fail(Invalid("the SubscribeRequest could not be parsed"));
   if (auto p = ValidateFilter(request->filter()); !p.empty()) return fail(Invalid(p));
   for (auto g : {CheckRange("ack_timeout_ms", request->ack_timeout_ms(), 1000, 3600000),
                  CheckRange("max_attempts", request->max_attempts(), 1, 100),
@@ -558,6 +640,7 @@ grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* BrokerService::Subscribe(
   }
   store::EventStore* store = config_.store;
   auto route = [&](SubscriptionEngine* e) {
+    if (request->position_order()) e->DisableLanes();
     if (!team) return;
     e->SetTeam(*team, [store](const CareEvent& event, const icr::v1::TeamRef& ref) {
       return HasCareRelationship(store, event.nhs_number(), ref);
@@ -928,6 +1011,8 @@ grpc::ServerUnaryReactor* BrokerService::GetStatus(grpc::CallbackServerContext* 
   response->set_durability(config_.durability);
   SetTimestamp(response->mutable_started_at(), config_.started_at_micros);
   response->set_data_dir(config_.data_dir);
+  response->set_subscriptions_following(static_cast<uint32_t>(config_.hub->followers()));
+  response->set_subscribers_cut_off(config_.subscribers_cut_off->load(std::memory_order_relaxed));
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

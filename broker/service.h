@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "broker/hub.h"
@@ -25,9 +26,18 @@ struct ServiceConfig {
   std::string data_dir;
   std::string durability;
   int64_t started_at_micros = 0;
+  // A subscriber whose stream takes no write for this long (it stopped
+  // reading and flow control is full) is cut off; 0: never.
+  uint32_t write_timeout_ms = 30000;
+  // Counts cut-off subscribers (shared, outlives the service).
+  std::shared_ptr<std::atomic<uint64_t>> subscribers_cut_off =
+      std::make_shared<std::atomic<uint64_t>>(0);
 };
 
-class BrokerService final : public icr::v1::Broker::CallbackService {
+// Subscribe is registered raw (grpc::ByteBuffer) so that every subscriber is
+// sent an event's stored bytes instead of a re-serialised copy.
+class BrokerService final
+    : public icr::v1::Broker::WithRawCallbackMethod_Subscribe<icr::v1::Broker::CallbackService> {
  public:
   explicit BrokerService(ServiceConfig config) : config_(std::move(config)) {}
 
@@ -39,8 +49,8 @@ class BrokerService final : public icr::v1::Broker::CallbackService {
                                          icr::v1::PublishBatchResponse* response) override;
   grpc::ServerBidiReactor<icr::v1::PublishStreamRequest, icr::v1::PublishStreamResponse>*
   PublishStream(grpc::CallbackServerContext* ctx) override;
-  grpc::ServerWriteReactor<icr::v1::SubscribeResponse>* Subscribe(
-      grpc::CallbackServerContext* ctx, const icr::v1::SubscribeRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Subscribe(
+      grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx,
                                 const icr::v1::AckRequest* request,
                                 icr::v1::AckResponse* response) override;

@@ -70,10 +70,11 @@ enum Cf : size_t {
   kCursors,
   kParked,
   kState,
+  kLanes,
   kNumCfs
 };
-constexpr const char* kCfNames[kNumCfs] = {"default", "events",  "patient", "idempotency",
-                                           "cursors", "parked", "state"};
+constexpr const char* kCfNames[kNumCfs] = {"default", "events", "patient", "idempotency",
+                                           "cursors", "parked", "state",   "lanes"};
 
 // Metadata in the default column family.
 constexpr char kSchemaVersionKey[] = "schema_version";
@@ -356,6 +357,8 @@ class RocksDbStore final : public EventStore {
   Status Get(uint64_t position, EventPtr* out) override;
   Status ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
                      std::vector<EventPtr>* out) override;
+  Status ReadUrgent(uint64_t from, size_t max,
+                    std::vector<std::pair<uint64_t, std::string>>* out) override;
   Status FindPositionAtTime(int64_t micros, uint64_t* position) override;
   Status PutSubscription(const std::string& name, const std::string& value, bool sync) override;
   Status GetSubscription(const std::string& name, std::string* value) override;
@@ -380,6 +383,12 @@ class RocksDbStore final : public EventStore {
     std::vector<CareEvent> events;
     AppendCallback done;
   };
+  static bool CarriesUrgent(const std::vector<CareEvent>& events) {
+    for (const CareEvent& e : events) {
+      if (e.priority() == icr::v1::URGENT) return true;
+    }
+    return false;
+  }
 
   Status OpenDb();
   Status CheckSchema();
@@ -396,6 +405,13 @@ class RocksDbStore final : public EventStore {
   // REQUIRES: db_ open and in use (db_mu_ held shared, or the writer thread).
   Status ReadEvent(uint64_t position, EventPtr* out);
   Status ParseEvent(uint64_t position, const rocksdb::Slice& value, EventPtr* out) const;
+  // Visits the keys of a position-keyed column family from `from` to `last`
+  // in order until `visit` returns false or sets an error. REQUIRES: db_mu_
+  // held shared.
+  Status ScanPositions(
+      size_t cf, uint64_t from, uint64_t last, std::string_view what,
+      const std::function<bool(uint64_t position, const rocksdb::Slice& value, Status* s)>&
+          visit);
   Status Rocks(const rocksdb::Status& s, std::string_view what) const {
     return FromRocks(s, what, options_.data_dir);
   }
@@ -412,7 +428,13 @@ class RocksDbStore final : public EventStore {
   // The append queue.
   std::mutex mu_;
   std::condition_variable cv_;
+  // Urgent lane: calls carrying an URGENT event are written before the
+  // routine and bulk calls queued ahead of them, unless one of those is
+  // about the same person (per-person order is kept): queued_people_ counts
+  // the events of queue_ per NHS number.
+  std::deque<PendingCall> urgent_queue_;
   std::deque<PendingCall> queue_;
+  std::unordered_map<std::string, uint32_t> queued_people_;
   size_t queued_events_ = 0;
   bool accepting_ = false;
   bool stop_ = false;
@@ -548,6 +570,11 @@ Status RocksDbStore::OpenDb() {
     }
     descriptors.emplace_back(kCfNames[kState], state);
   }
+  // Urgent lane index: position -> NHS number of every URGENT event. Added
+  // after schema version 2 without a version change: an older directory
+  // gets it empty (its older events are simply not indexed).
+  descriptors.emplace_back(kCfNames[kLanes],
+                           MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
 
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -663,18 +690,33 @@ void RocksDbStore::AppendAsync(std::vector<CareEvent> events, AppendCallback don
     }
   }
   const size_t n = events.size();
+  const bool urgent = CarriesUrgent(events);
+  // Urgent calls may use 10% more than the limit: a full queue of bulk
+  // events must not refuse a discharge referral.
+  const size_t limit =
+      urgent ? options_.max_queued_events + options_.max_queued_events / 10
+             : options_.max_queued_events;
   Status reject;
   {
     std::lock_guard lk(mu_);
     if (!accepting_) {
       reject = Status::Aborted("the event store is closing; nothing stored");
-    } else if (queued_events_ + n > options_.max_queued_events) {
+    } else if (queued_events_ + n > limit) {
       reject = Status::ResourceExhausted(
           "the event store's write queue is full (" + std::to_string(queued_events_) +
-          " events waiting, limit " + std::to_string(options_.max_queued_events) +
+          " events waiting, limit " + std::to_string(limit) +
           "); nothing stored, retry later");
     } else {
-      queue_.push_back(PendingCall{std::move(events), std::move(done)});
+      bool jump = urgent;
+      for (size_t i = 0; jump && i < events.size(); ++i) {
+        jump = queued_people_.count(events[i].nhs_number()) == 0;
+      }
+      if (jump) {
+        urgent_queue_.push_back(PendingCall{std::move(events), std::move(done)});
+      } else {
+        for (const CareEvent& e : events) ++queued_people_[e.nhs_number()];
+        queue_.push_back(PendingCall{std::move(events), std::move(done)});
+      }
       queued_events_ += n;
     }
   }
@@ -694,20 +736,30 @@ void RocksDbStore::WriterLoop() {
     std::vector<PendingCall> group;
     {
       std::unique_lock lk(mu_);
-      auto ready = [this] { return stop_ || !queue_.empty(); };
+      auto ready = [this] { return stop_ || !queue_.empty() || !urgent_queue_.empty(); };
       if (relaxed && unsynced) {
         cv_.wait_until(lk, last_sync + kRelaxedSyncInterval, ready);
       } else {
         cv_.wait(lk, ready);
       }
-      if (queue_.empty() && stop_) break;
+      if (queue_.empty() && urgent_queue_.empty() && stop_) break;
       size_t taken = 0;
-      while (!queue_.empty()) {
-        const size_t k = queue_.front().events.size();
-        if (!group.empty() && taken + k > options_.max_batch_events) break;
-        taken += k;
-        group.push_back(std::move(queue_.front()));
-        queue_.pop_front();
+      // Urgent calls first; routine and bulk calls fill the rest of the
+      // group. Within each queue, calls keep their order.
+      for (std::deque<PendingCall>* q : {&urgent_queue_, &queue_}) {
+        while (!q->empty()) {
+          const size_t k = q->front().events.size();
+          if (!group.empty() && taken + k > options_.max_batch_events) break;
+          taken += k;
+          if (q == &queue_) {
+            for (const CareEvent& e : q->front().events) {
+              auto it = queued_people_.find(e.nhs_number());
+              if (--it->second == 0) queued_people_.erase(it);
+            }
+          }
+          group.push_back(std::move(q->front()));
+          q->pop_front();
+        }
       }
       queued_events_ -= taken;
     }
@@ -771,7 +823,6 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
   const int64_t recorded = std::max(NowMicros(), last_recorded_micros_);
   size_t new_events = 0;
   size_t duplicates = 0;
-  std::string value;
 
   // One MultiGet for the idempotency keys of the whole group (a Get per
   // event was a measurable share of the writer thread).
@@ -846,13 +897,15 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
           break;
         }
       }
-      value.clear();
-      if (!stored->event.SerializeToString(&value)) {
+      if (!stored->event.SerializeToString(&stored->encoded)) {
         s = Status::Internal("event " + std::to_string(position) + " could not be serialized");
         break;
       }
       const std::string position_key = keys::EncodePosition(position);
-      batch.Put(cfs_[kEvents], position_key, value);
+      batch.Put(cfs_[kEvents], position_key, stored->encoded);
+      if (stored->event.priority() == icr::v1::URGENT) {
+        batch.Put(cfs_[kLanes], position_key, stored->event.nhs_number());
+      }
       batch.Put(cfs_[kPatient], keys::PatientKey(stored->event.nhs_number(), position),
                 rocksdb::Slice());
       batch.Put(cfs_[kIdempotency], key, position_key);
@@ -931,8 +984,48 @@ Status RocksDbStore::ParseEvent(uint64_t position, const rocksdb::Slice& value,
                               std::to_string(stored->event.position()));
   }
   stored->position = position;
+  stored->encoded.assign(value.data(), value.size());
   *out = std::move(stored);
   return Status::Ok();
+}
+
+Status RocksDbStore::ScanPositions(
+    size_t cf, uint64_t from, uint64_t last, std::string_view what,
+    const std::function<bool(uint64_t position, const rocksdb::Slice& value, Status* s)>& visit) {
+  const std::string upper = keys::EncodePosition(last + 1);
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[cf]));
+  Status s;
+  for (it->Seek(keys::EncodePosition(from)); it->Valid(); it->Next()) {
+    uint64_t position = 0;
+    if (!keys::DecodePosition(std::string_view(it->key().data(), it->key().size()), &position)) {
+      return Status::Corruption("a key of the " + std::string(kCfNames[cf]) +
+                                " column family in " + options_.data_dir +
+                                " is not an 8-byte position");
+    }
+    if (!visit(position, it->value(), &s) || !s.ok()) return s;
+  }
+  if (!it->status().ok()) return Rocks(it->status(), what);
+  return Status::Ok();
+}
+
+Status RocksDbStore::ReadUrgent(uint64_t from, size_t max,
+                                std::vector<std::pair<uint64_t, std::string>>* out) {
+  out->clear();
+  const uint64_t last = LastPosition();
+  if (from == 0) from = 1;
+  if (max == 0 || from > last) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  Status s = ScanPositions(kLanes, from, last, "reading the urgent lane index",
+                           [&](uint64_t position, const rocksdb::Slice& value, Status*) {
+                             out->emplace_back(position, value.ToString());
+                             return out->size() < max;
+                           });
+  if (!s.ok()) out->clear();
+  return s;
 }
 
 Status RocksDbStore::ReadEvent(uint64_t position, EventPtr* out) {
@@ -953,28 +1046,17 @@ Status RocksDbStore::ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* 
   if (max == 0 || from > last) return Status::Ok();
   std::shared_lock lk(db_mu_);
   if (!db_) return Closed();
-  const std::string upper = keys::EncodePosition(last + 1);
-  rocksdb::Slice upper_slice(upper);
-  rocksdb::ReadOptions ro;
-  ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kEvents]));
   uint64_t expected = from;
-  Status s;
-  for (it->Seek(keys::EncodePosition(from)); it->Valid() && out->size() < max; it->Next()) {
-    uint64_t position = 0;
-    if (!keys::DecodePosition(std::string_view(it->key().data(), it->key().size()), &position)) {
-      s = Status::Corruption("a key of the events column family in " + options_.data_dir +
-                             " is not an 8-byte position");
-      break;
-    }
-    if (position != expected) break;  // a gap: reported below
-    EventPtr e;
-    s = ParseEvent(position, it->value(), &e);
-    if (!s.ok()) break;
-    out->push_back(std::move(e));
-    ++expected;
-  }
-  if (s.ok() && !it->status().ok()) s = Rocks(it->status(), "reading events");
+  Status s = ScanPositions(kEvents, from, last, "reading events",
+                           [&](uint64_t position, const rocksdb::Slice& value, Status* error) {
+                             if (position != expected) return false;  // a gap: reported below
+                             EventPtr e;
+                             *error = ParseEvent(position, value, &e);
+                             if (!error->ok()) return false;
+                             out->push_back(std::move(e));
+                             ++expected;
+                             return out->size() < max;
+                           });
   if (s.ok() && out->size() < max && expected <= last) {
     s = Status::Corruption("event at position " + std::to_string(expected) + " in " +
                            options_.data_dir + " is missing (positions are dense up to " +

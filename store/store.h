@@ -40,6 +40,9 @@ namespace icr::store {
 struct StoredEvent {
   uint64_t position = 0;
   icr::v1::CareEvent event;  // with position, event_id, recorded_at filled in
+  // `event` serialized, exactly as stored: subscribers are sent these bytes
+  // (serialised once, whatever the number of subscribers).
+  std::string encoded;
 };
 using EventPtr = std::shared_ptr<const StoredEvent>;
 
@@ -133,6 +136,18 @@ class EventStore {
   virtual Status ReadPatient(const std::string& nhs_number, uint64_t after, size_t max,
                              std::vector<EventPtr>* out) = 0;
 
+  // Urgent lane index: up to `max` positions >= `from` of URGENT events, with
+  // the NHS number of each, in position order. Lets a subscriber that is
+  // behind deliver urgent events ahead of its backlog (broker/delivery.h).
+  // A store without the index returns nothing.
+  virtual Status ReadUrgent(uint64_t from, size_t max,
+                            std::vector<std::pair<uint64_t, std::string>>* out) {
+    (void)from;
+    (void)max;
+    out->clear();
+    return Status::Ok();
+  }
+
   // The first position whose recorded_at >= `micros` (LastPosition()+1 when
   // there is none). Uses that recorded_at is non-decreasing with position.
   virtual Status FindPositionAtTime(int64_t micros, uint64_t* position) = 0;
@@ -185,7 +200,8 @@ struct StoreOptions {
   // Default: kSync.
   Durability durability = Durability::kSync;
   // Most events waiting to be written before AppendAsync answers
-  // kResourceExhausted. Default: 200,000.
+  // kResourceExhausted. Default: 200,000. Calls carrying an URGENT event may
+  // use 10% more, so a bulk load that fills the queue cannot refuse them.
   size_t max_queued_events = 200000;
   // Most events in one write batch (one sync). Default: 8,192.
   size_t max_batch_events = 8192;

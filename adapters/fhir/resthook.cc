@@ -166,6 +166,11 @@ class RestHookSession final : public broker::Session,
 
   // REQUIRES: Claim() succeeded.
   void Begin(std::unique_ptr<broker::SubscriptionEngine> engine) {
+    // Notifications keep position order: FHIR clients commonly take an
+    // eventNumber lower than the last one seen for a replay and drop it, so
+    // priority lanes would lose urgent events there (docs/adapters/
+    // fhir-subscriptions.md).
+    engine->DisableLanes();
     {
       std::lock_guard<std::mutex> lock(mu_);
       engine_ = std::move(engine);

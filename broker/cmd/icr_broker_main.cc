@@ -44,6 +44,10 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-grace-ms", options.shutdown_grace_ms,
                  "How long in-flight calls may take to finish on shutdown")
       ->capture_default_str();
+  app.add_option("--subscriber-write-timeout-ms", options.subscriber_write_timeout_ms,
+                 "cut off a subscriber stream whose write has waited this long (it stopped "
+                 "reading); it resumes from its cursor. 0: never")
+      ->capture_default_str();
   app.add_option("--mllp-listen", mllp.listen,
                  "HL7 v2 over MLLP listen address host:port, or 'off'")
       ->capture_default_str()

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <future>
+#include <set>
 
 #include "broker/hub.h"
 #include "tests/support/test_support.h"
@@ -29,11 +30,17 @@ class DeliveryTest : public ::testing::Test {
   // Appends one event per NHS number index, in order; returns positions.
   std::vector<uint64_t> Append(const std::vector<int>& people) {
     std::vector<v1::CareEvent> events;
-    for (int p : people) {
-      auto e = AdmissionEvent(TestNhsNumber(p), "m" + std::to_string(next_id_++));
-      e.set_event_type(v1::ADMISSION);
-      events.push_back(e);
-    }
+    for (int p : people) events.push_back(Admission(p));
+    return AppendEvents(std::move(events));
+  }
+
+  v1::CareEvent Admission(int person) {
+    auto e = AdmissionEvent(TestNhsNumber(person), "m" + std::to_string(next_id_++));
+    e.set_event_type(v1::ADMISSION);
+    return e;
+  }
+
+  std::vector<uint64_t> AppendEvents(std::vector<v1::CareEvent> events) {
     std::promise<std::vector<store::AppendResult>> done;
     store_->AppendAsync(std::move(events),
                         [&](const store::Status& s, std::vector<store::AppendResult> r) {
@@ -271,6 +278,110 @@ TEST_F(DeliveryTest, ReadsOlderPositionsFromTheStoreWhenTheRingHasMovedOn) {
   auto sent = Drain(&engine, 0);
   ASSERT_EQ(sent.size(), 20u);
   for (size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(sent[i].first, i + 1);
+}
+
+// --- Priority lanes ----------------------------------------------------------
+
+class LaneTest : public DeliveryTest {
+ protected:
+  // Appends one event per (person, priority), in order; returns positions.
+  std::vector<uint64_t> AppendWith(const std::vector<std::pair<int, v1::Priority>>& events) {
+    std::vector<v1::CareEvent> batch;
+    for (const auto& [person, priority] : events) {
+      batch.push_back(Admission(person));
+      batch.back().set_priority(priority);
+    }
+    return AppendEvents(std::move(batch));
+  }
+};
+
+TEST_F(LaneTest, UrgentFirstThenRoutineThenBulkAndAPersonsEventsStayInOrder) {
+  // 1: p0 BULK, 2: p1 BULK, 3: p2 URGENT, 4: p0 URGENT, 5: p3 ROUTINE.
+  AppendWith({{0, v1::BULK}, {1, v1::BULK}, {2, v1::URGENT}, {0, v1::URGENT}, {3, v1::ROUTINE}});
+  auto engine = Durable();
+  // p0's urgent event lifts its bulk event 1 into the urgent lane (p0's
+  // order is kept); 4 waits for 1's acknowledgement.
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)), (std::vector<uint64_t>{1, 3, 5, 2}));
+  engine->Ack({1});
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)), (std::vector<uint64_t>{4}));
+  EXPECT_EQ(engine->Ack({2, 3, 4, 5}).cursor, 5u);
+}
+
+TEST_F(LaneTest, EphemeralGetsUrgentFirstOrTheExactLogWhenAskedForPositionOrder) {
+  AppendWith({{0, v1::BULK}, {1, v1::ROUTINE}, {2, v1::URGENT}, {3, v1::BULK}, {4, v1::URGENT}});
+  SubscriptionEngine lanes(hub_.get(), CompiledFilter(), 1);
+  EXPECT_EQ(Positions(Drain(&lanes, 0)), (std::vector<uint64_t>{3, 5, 2, 1, 4}));
+  SubscriptionEngine ordered(hub_.get(), CompiledFilter(), 1);
+  ordered.DisableLanes();
+  EXPECT_EQ(Positions(Drain(&ordered, 0)), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+}
+
+TEST_F(LaneTest, UrgentEventsAreSentAheadOfABacklogWithTheirPersonsEarlierEvents) {
+  // 1..100: BULK, one person each (person 5 at position 6).
+  std::vector<std::pair<int, v1::Priority>> bulk;
+  for (int i = 0; i < 100; ++i) bulk.push_back({i, v1::BULK});
+  AppendWith(bulk);
+  // 101: a new person, URGENT; 102: person 5 again, URGENT; 103: person 50
+  // (bulk at 51, beyond the window), URGENT.
+  AppendWith({{200, v1::URGENT}, {5, v1::URGENT}, {50, v1::URGENT}});
+  auto engine = Durable(/*max_in_flight=*/10);
+  // Window: 1..10. Sent ahead: 101, 102, and 51 with 103 (person 50's order
+  // kept). Person 5's 102 waits for 6, which is in the window.
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)),
+            (std::vector<uint64_t>{6, 51, 101, 1, 2, 3, 4, 5, 7, 8, 9, 10}));
+  EXPECT_EQ(engine->sent_ahead(), 4u);
+  engine->Ack({6, 51});
+  EXPECT_EQ(Positions(Drain(engine.get(), 0)), (std::vector<uint64_t>{102, 103}));
+
+  // Acknowledge everything as it comes: every event exactly once.
+  std::set<uint64_t> seen = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 51, 101, 102, 103};
+  std::vector<uint64_t> ack(seen.begin(), seen.end());
+  for (int round = 0; round < 200 && !ack.empty(); ++round) {
+    engine->Ack(ack);
+    ack.clear();
+    for (uint64_t p : Positions(Drain(engine.get(), 0))) {
+      EXPECT_TRUE(seen.insert(p).second) << "sent twice: " << p;
+      ack.push_back(p);
+    }
+  }
+  EXPECT_EQ(seen.size(), 103u);
+  EXPECT_EQ(engine->cursor(), 103u);
+}
+
+TEST_F(LaneTest, EventsAcknowledgedAheadAreNotSentAgainAfterAReconnect) {
+  std::vector<std::pair<int, v1::Priority>> bulk;
+  for (int i = 0; i < 50; ++i) bulk.push_back({i, v1::BULK});
+  AppendWith(bulk);
+  AppendWith({{100, v1::URGENT}});  // 51
+  {
+    auto engine = Durable(/*max_in_flight=*/10);
+    auto first = Positions(Drain(engine.get(), 0));
+    ASSERT_EQ(first.front(), 51u);
+    engine->Ack({51, 1});
+    ASSERT_TRUE(engine->Persist(true).ok());
+    EXPECT_EQ(engine->cursor(), 1u);
+  }
+  std::string bytes;
+  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
+  v1::internal::SubscriptionState state;
+  ASSERT_TRUE(state.ParseFromString(bytes));
+  EXPECT_EQ(state.cursor(), 1u);
+  ASSERT_EQ(state.acked_ahead_size(), 1);
+  EXPECT_EQ(state.acked_ahead(0), 51u);
+
+  SubscriptionEngine again(hub_.get(), store_.get(), state);
+  std::set<uint64_t> seen;
+  std::vector<uint64_t> ack;
+  for (int round = 0; round < 100; ++round) {
+    again.Ack(ack);
+    ack = Positions(Drain(&again, 0));
+    if (ack.empty()) break;
+    for (uint64_t p : ack) EXPECT_TRUE(seen.insert(p).second) << "sent twice: " << p;
+  }
+  EXPECT_EQ(seen.size(), 49u);  // 2..50
+  EXPECT_FALSE(seen.count(51));
+  EXPECT_FALSE(seen.count(1));
+  EXPECT_EQ(again.cursor(), 51u);
 }
 
 }  // namespace

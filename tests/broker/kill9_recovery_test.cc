@@ -133,6 +133,7 @@ TEST(Kill9RecoveryTest, NoAcknowledgedEventIsLostAcrossKills) {
       grpc::CreateChannel(broker.address(), grpc::InsecureChannelCredentials()));
   v1::SubscribeRequest req;
   req.mutable_start()->set_earliest(true);
+  req.set_position_order(true);  // the log exactly as stored
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + 60s);
   v1::GetStatusResponse status;
