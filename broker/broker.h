@@ -46,6 +46,11 @@ struct BrokerOptions {
   // stopped reading) is cut off; it resumes from its cursor on reconnect.
   // 0: never. Default: 30,000 ms.
   uint32_t subscriber_write_timeout_ms = 30000;
+  // The urgent lane's protection against bulk loads (store::StoreOptions):
+  // the most of the writer's time BULK groups may take, and the largest
+  // group without urgent events. Defaults: 0.3 and 512.
+  double bulk_share = 0.3;
+  size_t routine_batch_events = 512;
   // Discharge workflow deadlines (docs/workflow.md, "Timers").
   workflow::WorkflowOptions workflow;
   EscalationTimerOptions escalation;

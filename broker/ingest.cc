@@ -22,13 +22,13 @@ std::string Ingest::Validate(std::vector<icr::v1::CareEvent>* events, bool batch
 }
 
 void Ingest::Publish(std::vector<icr::v1::CareEvent> events, bool batch,
-                     store::AppendCallback done) {
+                     store::AppendCallback done, uint64_t origin) {
   std::string problem = Validate(&events, batch);
   if (!problem.empty()) {
     done(store::Status::InvalidArgument(problem), {});
     return;
   }
-  store_->AppendAsync(std::move(events), std::move(done));
+  store_->AppendOrdered(std::move(events), origin, std::move(done));
 }
 
 }  // namespace icr::broker

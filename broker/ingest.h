@@ -32,8 +32,11 @@ class Ingest {
 
   // Validates every event (naming them "event" when `batch` is false, else
   // "events[i]"), then appends them all or none. A validation failure calls
-  // `done` at once with kInvalidArgument and stores nothing.
-  void Publish(std::vector<icr::v1::CareEvent> events, bool batch, store::AppendCallback done);
+  // `done` at once with kInvalidArgument and stores nothing. `origin`: calls
+  // that must stay in order with each other (one client stream) share a
+  // non-zero origin (store::EventStore::AppendOrdered).
+  void Publish(std::vector<icr::v1::CareEvent> events, bool batch, store::AppendCallback done,
+               uint64_t origin = 0);
 
   // Validation alone, for callers that need the problem before publishing
   // (e.g. to map it back to an HL7 field). "" when valid.

@@ -146,6 +146,8 @@ store::Status BrokerServer::Start(const BrokerOptions& options,
   store::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
   store_options.durability = options.durability;
+  store_options.bulk_share = options.bulk_share;
+  store_options.max_routine_batch_events = options.routine_batch_events;
   // The state machine tells the escalation timer of new deadlines; the timer
   // exists only once the store is open, so the link is set after.
   auto timer = std::make_shared<std::atomic<EscalationTimer*>>(nullptr);

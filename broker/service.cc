@@ -75,7 +75,7 @@ class PublishStreamReactor final
                                      icr::v1::PublishStreamResponse> {
  public:
   explicit PublishStreamReactor(const ServiceConfig& config)
-      : config_(config), state_(std::make_shared<State>()) {
+      : config_(config), state_(std::make_shared<State>()), origin_(NextOrigin()) {
     state_->reactor = this;
     state_->reading = true;
     StartRead(&request_);
@@ -101,6 +101,8 @@ class PublishStreamReactor final
     st.pending_events += n;
     ++st.pending_calls;
     std::shared_ptr<State> shared = state_;
+    // One origin per stream: its requests keep their order per person even
+    // when an urgent one could overtake queued routine ones.
     config_.ingest->Publish(
         std::move(events), /*batch=*/true,
         [shared, slot, n](const store::Status& s, std::vector<store::AppendResult> results) {
@@ -120,7 +122,8 @@ class PublishStreamReactor final
           st.reactor->PumpLocked(st);
           if (st.reactor != nullptr) st.reactor->MaybeReadLocked(st);
           if (st.reactor != nullptr) st.reactor->MaybeFinishLocked(st);
-        });
+        },
+        origin_);
     if (st.reactor == nullptr) return;
     PumpLocked(st);
     MaybeReadLocked(st);
@@ -220,8 +223,14 @@ class PublishStreamReactor final
     Finish(grpc::Status::OK);
   }
 
+  static uint64_t NextOrigin() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+
   const ServiceConfig& config_;
   std::shared_ptr<State> state_;
+  const uint64_t origin_;  // this stream's calls keep their order (store::AppendOrdered)
   icr::v1::PublishStreamRequest request_;
 };
 

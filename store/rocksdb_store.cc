@@ -350,7 +350,11 @@ class RocksDbStore final : public EventStore {
   // starts the writer thread. Called once, before the store is shared.
   Status Open();
 
-  void AppendAsync(std::vector<CareEvent> events, AppendCallback done) override;
+  void AppendAsync(std::vector<CareEvent> events, AppendCallback done) override {
+    AppendOrdered(std::move(events), 0, std::move(done));
+  }
+  void AppendOrdered(std::vector<CareEvent> events, uint64_t origin,
+                     AppendCallback done) override;
   void SetCommitListener(CommitListener listener) override { listener_ = std::move(listener); }
   uint64_t LastPosition() const override { return last_position_.load(std::memory_order_acquire); }
   Status ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* out) override;
@@ -382,7 +386,20 @@ class RocksDbStore final : public EventStore {
   struct PendingCall {
     std::vector<CareEvent> events;
     AppendCallback done;
+    uint64_t origin = 0;
   };
+  // queued_people_'s key: a person's events queued from one origin.
+  static std::string OriginKey(uint64_t origin, const std::string& nhs_number) {
+    return std::to_string(origin) + "/" + nhs_number;
+  }
+  static bool AllBulk(const std::vector<PendingCall>& group) {
+    for (const PendingCall& call : group) {
+      for (const CareEvent& e : call.events) {
+        if (e.priority() != icr::v1::BULK) return false;
+      }
+    }
+    return true;
+  }
   static bool CarriesUrgent(const std::vector<CareEvent>& events) {
     for (const CareEvent& e : events) {
       if (e.priority() == icr::v1::URGENT) return true;
@@ -429,9 +446,11 @@ class RocksDbStore final : public EventStore {
   std::mutex mu_;
   std::condition_variable cv_;
   // Urgent lane: calls carrying an URGENT event are written before the
-  // routine and bulk calls queued ahead of them, unless one of those is
-  // about the same person (per-person order is kept): queued_people_ counts
-  // the events of queue_ per NHS number.
+  // routine and bulk calls queued ahead of them, unless one of those came
+  // from the same origin (client stream) and is about the same person, so
+  // each stream's per-person order is kept: queued_people_ counts the events
+  // of queue_ per origin and NHS number (calls of origin 0 are independent
+  // and not counted).
   std::deque<PendingCall> urgent_queue_;
   std::deque<PendingCall> queue_;
   std::unordered_map<std::string, uint32_t> queued_people_;
@@ -464,8 +483,12 @@ Status RocksDbStore::Open() {
   if (options_.data_dir.empty()) {
     return Status::InvalidArgument("StoreOptions.data_dir is empty");
   }
-  if (options_.max_batch_events == 0) {
-    return Status::InvalidArgument("StoreOptions.max_batch_events must be at least 1");
+  if (!(options_.bulk_share > 0.0 && options_.bulk_share <= 1.0)) {
+    return Status::InvalidArgument("StoreOptions.bulk_share must be in (0, 1]");
+  }
+  if (options_.max_batch_events == 0 || options_.max_routine_batch_events == 0) {
+    return Status::InvalidArgument(
+        "StoreOptions.max_batch_events and max_routine_batch_events must be at least 1");
   }
   if (options_.max_queued_events == 0) {
     return Status::InvalidArgument("StoreOptions.max_queued_events must be at least 1");
@@ -674,7 +697,8 @@ void RocksDbStore::Close() {
 // Write path
 // ---------------------------------------------------------------------------
 
-void RocksDbStore::AppendAsync(std::vector<CareEvent> events, AppendCallback done) {
+void RocksDbStore::AppendOrdered(std::vector<CareEvent> events, uint64_t origin,
+                                 AppendCallback done) {
   if (!done) done = [](const Status&, std::vector<AppendResult>) {};
   if (events.empty()) {
     InvokeNoThrow("an append callback", done, Status::Ok(), std::vector<AppendResult>());
@@ -708,14 +732,16 @@ void RocksDbStore::AppendAsync(std::vector<CareEvent> events, AppendCallback don
           "); nothing stored, retry later");
     } else {
       bool jump = urgent;
-      for (size_t i = 0; jump && i < events.size(); ++i) {
-        jump = queued_people_.count(events[i].nhs_number()) == 0;
+      for (size_t i = 0; jump && origin != 0 && i < events.size(); ++i) {
+        jump = queued_people_.count(OriginKey(origin, events[i].nhs_number())) == 0;
       }
       if (jump) {
-        urgent_queue_.push_back(PendingCall{std::move(events), std::move(done)});
+        urgent_queue_.push_back(PendingCall{std::move(events), std::move(done), origin});
       } else {
-        for (const CareEvent& e : events) ++queued_people_[e.nhs_number()];
-        queue_.push_back(PendingCall{std::move(events), std::move(done)});
+        if (origin != 0) {
+          for (const CareEvent& e : events) ++queued_people_[OriginKey(origin, e.nhs_number())];
+        }
+        queue_.push_back(PendingCall{std::move(events), std::move(done), origin});
       }
       queued_events_ += n;
     }
@@ -744,29 +770,46 @@ void RocksDbStore::WriterLoop() {
       }
       if (queue_.empty() && urgent_queue_.empty() && stop_) break;
       size_t taken = 0;
-      // Urgent calls first; routine and bulk calls fill the rest of the
-      // group. Within each queue, calls keep their order.
-      for (std::deque<PendingCall>* q : {&urgent_queue_, &queue_}) {
-        while (!q->empty()) {
-          const size_t k = q->front().events.size();
-          if (!group.empty() && taken + k > options_.max_batch_events) break;
-          taken += k;
-          if (q == &queue_) {
-            for (const CareEvent& e : q->front().events) {
-              auto it = queued_people_.find(e.nhs_number());
-              if (--it->second == 0) queued_people_.erase(it);
-            }
+      // Urgent calls make a group of their own: an urgent publish waits
+      // neither for the routine and bulk calls queued before it nor for
+      // ones added to its group. Other groups are capped smaller, so the
+      // group in progress when an urgent call arrives ends soon.
+      std::deque<PendingCall>* q = urgent_queue_.empty() ? &queue_ : &urgent_queue_;
+      const size_t cap = q == &queue_ ? std::min(options_.max_batch_events,
+                                                 options_.max_routine_batch_events)
+                                      : options_.max_batch_events;
+      while (!q->empty()) {
+        const size_t k = q->front().events.size();
+        if (!group.empty() && taken + k > cap) break;
+        taken += k;
+        if (q == &queue_ && q->front().origin != 0) {
+          for (const CareEvent& e : q->front().events) {
+            auto it = queued_people_.find(OriginKey(q->front().origin, e.nhs_number()));
+            if (--it->second == 0) queued_people_.erase(it);
           }
-          group.push_back(std::move(q->front()));
-          q->pop_front();
         }
+        group.push_back(std::move(q->front()));
+        q->pop_front();
       }
       queued_events_ -= taken;
     }
     if (!group.empty()) {
       const uint64_t before = write_batches_.load(std::memory_order_relaxed);
+      const bool bulk = AllBulk(group);
+      const auto started = std::chrono::steady_clock::now();
       CommitGroup(&group, &rng);
       if (write_batches_.load(std::memory_order_relaxed) != before) unsynced = true;
+      if (bulk && options_.bulk_share < 1.0) {
+        // Bulk share: after a group of BULK events, leave the machine to
+        // everything else for a while (an urgent call ends the pause), so a
+        // backfill at full speed cannot starve urgent traffic of CPU.
+        const auto spent = std::chrono::steady_clock::now() - started;
+        const auto pause = std::chrono::duration_cast<std::chrono::microseconds>(
+            spent * ((1.0 - options_.bulk_share) / options_.bulk_share));
+        std::unique_lock lk(mu_);
+        cv_.wait_for(lk, std::min<std::chrono::microseconds>(pause, std::chrono::milliseconds(50)),
+                     [this] { return stop_ || !urgent_queue_.empty(); });
+      }
     }
     if (relaxed && unsynced &&
         std::chrono::steady_clock::now() - last_sync >= kRelaxedSyncInterval) {

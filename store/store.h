@@ -118,6 +118,18 @@ class EventStore {
   // kAborted while closing).
   virtual void AppendAsync(std::vector<icr::v1::CareEvent> events, AppendCallback done) = 0;
 
+  // As AppendAsync, for a call that must stay in order with the earlier
+  // calls of the same `origin` (one client stream): an URGENT call may be
+  // written ahead of queued routine and bulk calls (the urgent lane), but
+  // never ahead of its own origin's calls about the same person. Calls of
+  // origin 0 (AppendAsync) are independent: concurrent clients have no order
+  // between them. A store without lanes writes every call in arrival order.
+  virtual void AppendOrdered(std::vector<icr::v1::CareEvent> events, uint64_t origin,
+                             AppendCallback done) {
+    (void)origin;
+    AppendAsync(std::move(events), std::move(done));
+  }
+
   // Called with every committed group of new (non-duplicate) events, in
   // position order, after their `done` callbacks' data is durable. Set it
   // before the first append; not thread-safe against concurrent appends.
@@ -205,6 +217,17 @@ struct StoreOptions {
   size_t max_queued_events = 200000;
   // Most events in one write batch (one sync). Default: 8,192.
   size_t max_batch_events = 8192;
+  // Most events in a group without URGENT calls (urgent calls are written
+  // in groups of their own). Smaller groups let an urgent publish that
+  // arrives during a bulk load wait less for the group in progress.
+  // Default: 512.
+  size_t max_routine_batch_events = 512;
+  // The most of the writer's time groups of BULK events may take: after
+  // such a group the writer pauses for (1 - share) / share of the time it
+  // took (at most 50 ms; an urgent call ends the pause), leaving CPU to
+  // urgent and routine traffic. 1: no pause. Default: 0.3 (measured in
+  // docs/benchmarks.md, W4).
+  double bulk_share = 0.3;
   // RocksDB block cache. Default: 256 MiB.
   size_t block_cache_bytes = 256u << 20;
   // Derives state from events (null: no derived state). Must be the same

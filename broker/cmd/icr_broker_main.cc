@@ -48,6 +48,16 @@ int main(int argc, char** argv) {
                  "cut off a subscriber stream whose write has waited this long (it stopped "
                  "reading); it resumes from its cursor. 0: never")
       ->capture_default_str();
+  app.add_option("--bulk-share", options.bulk_share,
+                 "most of the store writer's time BULK events may take (0..1]; the rest is "
+                 "kept for urgent and routine traffic during bulk loads")
+      ->check(CLI::Range(0.01, 1.0))
+      ->capture_default_str();
+  app.add_option("--routine-batch-events", options.routine_batch_events,
+                 "largest write group without urgent events (smaller: urgent publishes wait "
+                 "less during bulk loads; larger: faster bulk loads)")
+      ->check(CLI::Range(1, 8192))
+      ->capture_default_str();
   app.add_option("--mllp-listen", mllp.listen,
                  "HL7 v2 over MLLP listen address host:port, or 'off'")
       ->capture_default_str()

@@ -434,6 +434,52 @@ TEST_F(StoreTest, CallLargerThanBatchLimitIsNotSplit) {
   EXPECT_EQ(store_->Stats().write_batches, 1u);
 }
 
+TEST_F(StoreTest, UrgentCallsOvertakeQueuedBulkButNotTheirOwnStreamsCallsAboutThePerson) {
+  // Small routine groups, so 300 queued bulk calls take many synced writes.
+  options_.max_routine_batch_events = 2;
+  options_.bulk_share = 1.0;
+  OpenStore();
+  std::mutex mu;
+  std::map<std::string, uint64_t> position;  // message id -> position
+  std::atomic<int> pending{0};
+  auto append = [&](CareEvent e, uint64_t origin) {
+    const std::string id = e.source_message_id();
+    ++pending;
+    store_->AppendOrdered({std::move(e)}, origin,
+                          [&, id](const Status& s, std::vector<AppendResult> r) {
+                            EXPECT_TRUE(s.ok()) << s.ToString();
+                            std::lock_guard<std::mutex> lock(mu);
+                            if (!r.empty()) position[id] = r[0].position;
+                            --pending;
+                          });
+  };
+  auto with_priority = [](CareEvent e, icr::v1::Priority p) {
+    e.set_priority(p);
+    return e;
+  };
+  // Stream 7 loads 150 bulk events about others, one about person 0, then
+  // 150 more.
+  for (int i = 0; i < 300; ++i) {
+    if (i == 150) append(with_priority(MakeEvent("bulk-p0", nhs_[0]), icr::v1::BULK), 7);
+    append(with_priority(MakeEvent("bulk" + std::to_string(i), nhs_[1 + i % 9]), icr::v1::BULK),
+           7);
+  }
+  // Urgent: stream 7 about person 0 (must stay behind its bulk-p0), an
+  // independent call about person 0, and stream 7 about a person it has
+  // nothing queued for.
+  append(with_priority(MakeEvent("urgent-own-p0", nhs_[0]), icr::v1::URGENT), 7);
+  append(with_priority(MakeEvent("urgent-other-p0", nhs_[0]), icr::v1::URGENT), 0);
+  append(with_priority(MakeEvent("urgent-own-p10", nhs_[10]), icr::v1::URGENT), 7);
+  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  ASSERT_EQ(position.size(), 304u);
+  EXPECT_GT(position["urgent-own-p0"], position["bulk-p0"]) << "stream order broken";
+  // The others were written ahead of the queued bulk load, bulk-p0 included
+  // (concurrent clients have no order between them).
+  EXPECT_LT(position["urgent-other-p0"], position["bulk-p0"]);
+  EXPECT_LT(position["urgent-own-p10"], position["bulk-p0"]);
+}
+
 TEST_F(StoreTest, RejectsMalformedNhsNumberWithoutStoring) {
   OpenStore();
   AppendOutcome o =
