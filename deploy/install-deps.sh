@@ -11,6 +11,10 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
   openssl libssl-dev curl
+  # Optional: client libraries of the peers icr_peer_bench compares with
+  # (Redis, RabbitMQ, NATS). Clients only: the servers are installed by hand
+  # for a benchmark run (tests/bench/run_peers.sh prints the apt-get command).
+  libhiredis-dev librabbitmq-dev libnats-dev
 )
 # Test clients from npm (a real MLLP client) need node and npm; a machine
 # that already has them (e.g. from nodesource) keeps its own.
