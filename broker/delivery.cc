@@ -80,7 +80,7 @@ SubscriptionEngine::SubscriptionEngine(EventSource* source, store::EventStore* s
       store::EventPtr event;
       if (!store_->Get(position, &event).ok()) continue;
       replays_[position] = Flight{event, 0, 0, false};
-      resend_[Lane(event->event)].push_back(position);
+      Requeue(position, event);
     }
   }
 }
@@ -174,11 +174,50 @@ int SubscriptionEngine::LaneOfPerson(const Person& p) const {
 // Files a person with something to send (and nothing in flight) in its lane,
 // under the position of its oldest waiting event.
 void SubscriptionEngine::Schedule(const std::string& nhs, Person* p) {
-  if (p->lane >= 0) lanes_[p->lane].erase(p->waiting.front()->position);
+  if (p->lane >= 0) queues_[p->owner].people[p->lane].erase(p->waiting.front()->position);
   p->lane = -1;
   if (p->busy || p->waiting.empty()) return;
+  p->owner = OwnerOf(nhs);
   p->lane = LaneOfPerson(*p);
-  lanes_[p->lane].emplace(p->waiting.front()->position, nhs);
+  queues_[p->owner].people[p->lane].emplace(p->waiting.front()->position, nhs);
+}
+
+uint64_t SubscriptionEngine::OwnerOf(const std::string& nhs_number) const {
+  if (members_.size() == 1) return members_[0];
+  return members_[std::hash<std::string>{}(nhs_number) % members_.size()];
+}
+
+void SubscriptionEngine::SetMembers(std::vector<uint64_t> members) {
+  if (members.empty()) return;
+  std::sort(members.begin(), members.end());
+  members_ = std::move(members);
+  // File every person and redelivery again under its new owner.
+  std::vector<uint64_t> resend;
+  for (auto& [id, q] : queues_) {
+    for (auto& lane : q.resend) resend.insert(resend.end(), lane.begin(), lane.end());
+  }
+  queues_.clear();
+  for (auto& [nhs, p] : people_) {
+    p.lane = -1;
+    Schedule(nhs, &p);
+  }
+  auto requeue = [&](std::map<uint64_t, Flight>& flights, uint64_t position) {
+    auto it = flights.find(position);
+    if (it != flights.end() && !it->second.sent) Requeue(position, it->second.event);
+  };
+  for (uint64_t position : resend) {
+    requeue(in_flight_, position);
+    requeue(replays_, position);
+  }
+  // What was sent to a member that left goes to the person's new owner.
+  for (auto* flights : {&in_flight_, &replays_}) {
+    for (auto& [position, f] : *flights) {
+      if (f.sent && !std::binary_search(members_.begin(), members_.end(), f.member)) {
+        f.sent = false;
+        Requeue(position, f.event);
+      }
+    }
+  }
 }
 
 void SubscriptionEngine::Enqueue(store::EventPtr event) {
@@ -256,11 +295,14 @@ store::Status SubscriptionEngine::SendAhead() {
 }
 
 // The next delivery in lane order: redeliveries, then people, per lane.
-bool SubscriptionEngine::Pick(int64_t now_micros, std::optional<Delivery>* out) {
+bool SubscriptionEngine::Pick(int64_t now_micros, uint64_t member,
+                              std::optional<Delivery>* out) {
+  Queues& queues = queues_[member];
   for (int lane = 0; lane < kLanes; ++lane) {
-    while (!resend_[lane].empty()) {
-      uint64_t position = resend_[lane].front();
-      resend_[lane].pop_front();
+    auto& resend = queues.resend[lane];
+    while (!resend.empty()) {
+      uint64_t position = resend.front();
+      resend.pop_front();
       auto it = in_flight_.find(position);
       if (it == in_flight_.end()) {
         it = replays_.find(position);
@@ -269,16 +311,18 @@ bool SubscriptionEngine::Pick(int64_t now_micros, std::optional<Delivery>* out) 
       Flight& f = it->second;
       if (f.sent) continue;
       f.sent = true;
+      f.member = member;
       f.attempts++;
       f.deadline = now_micros + static_cast<int64_t>(state_.ack_timeout_ms()) * 1000;
       *out = Delivery{f.event, f.attempts};
       return true;
     }
-    if (!lanes_[lane].empty()) {
+    auto& people = queues.people[lane];
+    if (!people.empty()) {
       // The oldest waiting event of the lane.
-      auto entry = lanes_[lane].begin();
+      auto entry = people.begin();
       const std::string nhs = entry->second;
-      lanes_[lane].erase(entry);
+      people.erase(entry);
       auto it = people_.find(nhs);
       Person& p = it->second;
       p.lane = -1;
@@ -293,7 +337,7 @@ bool SubscriptionEngine::Pick(int64_t now_micros, std::optional<Delivery>* out) 
         p.busy = true;
         uint64_t position = e->position;
         int64_t deadline = now_micros + static_cast<int64_t>(state_.ack_timeout_ms()) * 1000;
-        in_flight_.emplace(position, Flight{e, 1, deadline, true});
+        in_flight_.emplace(position, Flight{e, 1, deadline, true, member});
       } else if (p.waiting.empty()) {
         people_.erase(it);
       } else {
@@ -307,11 +351,12 @@ bool SubscriptionEngine::Pick(int64_t now_micros, std::optional<Delivery>* out) 
   return false;
 }
 
-store::Status SubscriptionEngine::Next(int64_t now_micros, std::optional<Delivery>* out) {
+store::Status SubscriptionEngine::Next(int64_t now_micros, std::optional<Delivery>* out,
+                                       uint64_t member) {
   out->reset();
   store::Status s = Fill();
   if (!s.ok()) return s;
-  Pick(now_micros, out);
+  Pick(now_micros, member, out);
   return {};
 }
 
@@ -328,7 +373,7 @@ void SubscriptionEngine::Release(const std::string& nhs_number) {
 }
 
 void SubscriptionEngine::Requeue(uint64_t position, const store::EventPtr& event) {
-  resend_[Lane(event->event)].push_back(position);
+  queues_[OwnerOf(event->event.nhs_number())].resend[Lane(event->event)].push_back(position);
 }
 
 uint64_t SubscriptionEngine::ComputeCursor() const {

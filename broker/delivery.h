@@ -155,7 +155,16 @@ class SubscriptionEngine {
 
   // The next event to send, if any is ready now. nullopt: caught up, or the
   // in-flight window is full. A read error from the store is returned.
-  store::Status Next(int64_t now_micros, std::optional<Delivery>* out);
+  // `member`: which member of a consumer group asks (see SetMembers).
+  store::Status Next(int64_t now_micros, std::optional<Delivery>* out, uint64_t member = 0);
+
+  // Durable only: competing consumers. The subscription's events are shared
+  // among `members` (ids chosen by the owner; default: the one member 0):
+  // each person belongs to one member, by a hash of the NHS number, so a
+  // person's events go to one member at a time and stay in order. When the
+  // members change, people move to their new owners, and what was sent to a
+  // member that left and is unacknowledged is sent again to the new owner.
+  void SetMembers(std::vector<uint64_t> members);
 
   // Team routing (see CompiledFilter::SetTeam). Call before the first Next.
   void SetTeam(const icr::v1::Team& team, CompiledFilter::RelationshipFn related) {
@@ -217,6 +226,7 @@ class SubscriptionEngine {
     uint32_t attempts = 0;
     int64_t deadline = 0;
     bool sent = false;
+    uint64_t member = 0;  // the group member it was last sent to
   };
   // One person's matched events not yet in flight, oldest first.
   struct Person {
@@ -225,6 +235,14 @@ class SubscriptionEngine {
     uint32_t routine = 0;  // ... ROUTINE or unspecified
     bool busy = false;     // durable: one of this person's events is in flight
     int lane = -1;         // the lane it is filed in (-1: none)
+    uint64_t owner = 0;    // the member whose queues it is filed in
+  };
+  // One member's queues: people to serve per lane, by the position of their
+  // oldest waiting event (a person with an event in flight is in none), and
+  // redeliveries and replays.
+  struct Queues {
+    std::map<uint64_t, std::string> people[3];
+    std::deque<uint64_t> resend[3];
   };
   static constexpr int kLanes = 3;
 
@@ -240,7 +258,8 @@ class SubscriptionEngine {
   int LaneOfPerson(const Person& p) const;
   void Schedule(const std::string& nhs, Person* p);
   void Enqueue(store::EventPtr event);
-  bool Pick(int64_t now_micros, std::optional<Delivery>* out);
+  bool Pick(int64_t now_micros, uint64_t member, std::optional<Delivery>* out);
+  uint64_t OwnerOf(const std::string& nhs_number) const;
   void Release(const std::string& nhs_number);
   void Requeue(uint64_t position, const store::EventPtr& event);
   uint64_t ComputeCursor() const;
@@ -264,11 +283,9 @@ class SubscriptionEngine {
   std::unordered_map<std::string, Person> people_;
   size_t waiting_ = 0;                      // events in people_
   std::set<uint64_t> waiting_positions_;
-  // People to serve per lane, by the position of their oldest waiting event
-  // (a person with an event in flight is in none).
-  std::map<uint64_t, std::string> lanes_[kLanes];
+  std::map<uint64_t, Queues> queues_;      // per member
+  std::vector<uint64_t> members_{0};       // sorted
   bool lanes_enabled_ = true;
-  std::deque<uint64_t> resend_[kLanes];     // redeliveries and replays
 
   std::map<uint64_t, Flight> in_flight_;    // position -> flight (durable)
   std::map<uint64_t, Flight> replays_;      // replayed parked events

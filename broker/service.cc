@@ -281,56 +281,98 @@ grpc::ByteBuffer MessageBuffer(const google::protobuf::Message& message) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
-// The state of one subscriber stream, shared between its reactor and the hub.
-// The reactor may go away (OnDone) while the hub still holds the session, so
-// every call checks that the reactor is still attached.
+// The state of one subscription's streams, shared between their reactors and
+// the hub: one stream, or the members of a consumer group sharing one engine.
+// A reactor may go away (OnDone) while the hub still holds the session, so
+// every call checks that the member is still attached.
 class SubscribeSession final : public Session,
                                public std::enable_shared_from_this<SubscribeSession> {
  public:
   SubscribeSession(const ServiceConfig& config, std::unique_ptr<SubscriptionEngine> engine,
-                   uint32_t heartbeat_ms, bool summary_changes)
+                   uint32_t heartbeat_ms, bool summary_changes, bool group,
+                   std::string filter_bytes)
       : config_(config),
         engine_(std::move(engine)),
         heartbeat_ms_(heartbeat_ms),
-        summary_changes_(summary_changes) {}
+        summary_changes_(summary_changes),
+        group_(group),
+        filter_bytes_(std::move(filter_bytes)) {}
 
-  void Attach(SubscribeWriter* reactor, grpc::CallbackServerContext* ctx) {
+  bool group() const { return group_; }
+  // False once every stream has ended (cancelled, cut off, failed), even if
+  // their reactors have not finished closing yet.
+  bool Live() {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    reactor_ = reactor;
-    ctx_ = ctx;
-    last_write_ = NowMicros();
-    // Woken by the hub when events are queued to it at the tail.
-    engine_->SetWaker([weak = weak_from_this()] {
-      if (auto self = weak.lock()) self->Wake();
-    });
+    for (const auto& [id, m] : members_) {
+      if (!m.finished && !m.left) return true;
+    }
+    return false;
+  }
+  const std::string& filter_bytes() const { return filter_bytes_; }
+
+  // Adds a stream. False if the session is over (its last stream left) or
+  // already has its one stream (not a group).
+  bool Join(SubscribeWriter* reactor, grpc::CallbackServerContext* ctx, uint64_t* id) {
+    std::lock_guard<std::recursive_mutex> lock(mu_);
+    if (closed_ || (!group_ && !members_.empty())) return false;
+    *id = next_member_++;
+    Member& m = members_[*id];
+    m.reactor = reactor;
+    m.ctx = ctx;
+    m.last_write = NowMicros();
+    if (*id == 1) {
+      // Woken by the hub when events are queued to it at the tail.
+      engine_->SetWaker([weak = weak_from_this()] {
+        if (auto self = weak.lock()) self->Wake();
+      });
+    }
+    SetMembersLocked();
     Pump();
+    return true;
   }
 
-  // Called from the reactor's OnDone: no more calls into it.
-  void Detach() {
+  // Called from a reactor's OnDone: no more calls into it. True when it was
+  // the last stream (the session is over; the caller releases it).
+  bool Leave(uint64_t id) {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    reactor_ = nullptr;
-    ctx_ = nullptr;
+    if (Member* m = Find(id)) {
+      m->finished = true;
+      m->left = true;
+      m->reactor = nullptr;
+      m->ctx = nullptr;
+    }
+    Compact();
     if (engine_->durable()) engine_->Persist(true);
+    for (const auto& [other, m] : members_) {
+      if (!m.left) {
+        SetMembersLocked();  // its people, and what it had in flight, go to the others
+        Pump();
+        return false;
+      }
+    }
+    closed_ = true;
+    return true;
   }
 
-  void OnWriteDone(bool ok) {
+  void OnWriteDone(uint64_t id, bool ok) {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    writing_ = false;
+    Member* m = Find(id);
+    if (!m) return;
+    m->writing = false;
     if (!ok) {
-      FinishLocked({grpc::StatusCode::CANCELLED, "the subscriber stopped reading"});
+      FinishLocked(m, {grpc::StatusCode::CANCELLED, "the subscriber stopped reading"});
       return;
     }
-    if (pending_finish_) {
-      FinishLocked(*pending_finish_);
+    if (m->pending_finish) {
+      FinishLocked(m, *m->pending_finish);
       return;
     }
     Pump();
   }
 
-  void OnCancel() {
+  void OnCancel(uint64_t id) {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    FinishLocked({grpc::StatusCode::CANCELLED, "cancelled by the subscriber"});
+    if (Member* m = Find(id)) FinishLocked(m, {grpc::StatusCode::CANCELLED, "cancelled by the subscriber"});
   }
 
   bool follows() const override { return true; }
@@ -342,35 +384,42 @@ class SubscribeSession final : public Session,
 
   void Tick(int64_t now) override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    if (!reactor_ || finished_) return;
-    if (writing_ && config_.write_timeout_ms > 0 && !cut_off_ &&
-        now - last_write_ >= static_cast<int64_t>(config_.write_timeout_ms) * 1000) {
-      // The subscriber stopped reading: a write has waited for flow control
-      // longer than the write timeout. Cut the stream off (its cursor keeps
-      // what was acknowledged; it resumes from there on reconnect), so it
-      // holds nothing of the broker's.
-      cut_off_ = true;
-      config_.subscribers_cut_off->fetch_add(1, std::memory_order_relaxed);
-      if (ctx_) ctx_->TryCancel();
-      return;
+    if (members_.empty()) return;
+    Busy busy(this);
+    for (auto& [id, m] : members_) {
+      if (m.finished || !m.writing || m.cut_off || config_.write_timeout_ms == 0) continue;
+      if (now - m.last_write >= static_cast<int64_t>(config_.write_timeout_ms) * 1000) {
+        // The subscriber stopped reading: a write has waited for flow control
+        // longer than the write timeout. Cut the stream off (the cursor keeps
+        // what was acknowledged; it resumes from there on reconnect), so it
+        // holds nothing of the broker's.
+        m.cut_off = true;
+        config_.subscribers_cut_off->fetch_add(1, std::memory_order_relaxed);
+        if (m.ctx) m.ctx->TryCancel();
+      }
     }
     store::Status s = engine_->Tick(now);
     (void)s;  // a failed park is retried at the next tick
     Pump();
-    if (!writing_ && !finished_ && heartbeat_ms_ > 0 &&
-        now - last_write_ >= static_cast<int64_t>(heartbeat_ms_) * 1000) {
-      icr::v1::SubscribeResponse response;
-      SetTimestamp(response.mutable_heartbeat()->mutable_at(), now);
-      response.mutable_heartbeat()->set_last_position(config_.store->LastPosition());
-      buffer_ = MessageBuffer(response);
-      StartWriteLocked(now);
+    for (auto& [id, m] : members_) {
+      if (!m.writing && !m.finished && heartbeat_ms_ > 0 &&
+          now - m.last_write >= static_cast<int64_t>(heartbeat_ms_) * 1000) {
+        icr::v1::SubscribeResponse response;
+        SetTimestamp(response.mutable_heartbeat()->mutable_at(), now);
+        response.mutable_heartbeat()->set_last_position(config_.store->LastPosition());
+        m.buffer = MessageBuffer(response);
+        StartWriteLocked(&m, now);
+      }
     }
   }
 
   void Shutdown() override {
     std::lock_guard<std::recursive_mutex> lock(mu_);
-    FinishLocked({grpc::StatusCode::UNAVAILABLE,
-                  "the broker is shutting down; reconnect to resume from your cursor"});
+    Busy busy(this);
+    for (auto& [id, m] : members_) {
+      FinishLocked(&m, {grpc::StatusCode::UNAVAILABLE,
+                        "the broker is shutting down; reconnect to resume from your cursor"});
+    }
   }
 
   AckOutcome Ack(const std::vector<uint64_t>& positions) override {
@@ -393,64 +442,117 @@ class SubscribeSession final : public Session,
   }
 
  private:
-  // Sends what is ready, one write at a time. Re-entrant: a write that
-  // completes inline re-enters through OnWriteDone, which only flags another
-  // round here instead of recursing.
+  struct Member {
+    SubscribeWriter* reactor = nullptr;
+    grpc::CallbackServerContext* ctx = nullptr;
+    grpc::ByteBuffer buffer;  // the write in progress
+    int64_t last_write = 0;   // when the last write started
+    bool writing = false;
+    bool finished = false;
+    bool cut_off = false;
+    bool left = false;  // its reactor is done; erased when no loop runs
+    std::optional<grpc::Status> pending_finish;
+  };
+
+  // Members are erased only outside loops over them (a Finish may complete
+  // and come back through Leave on this thread).
+  struct Busy {
+    explicit Busy(SubscribeSession* s) : s(s) { ++s->busy_; }
+    ~Busy() {
+      if (--s->busy_ == 0) s->Compact();
+    }
+    SubscribeSession* s;
+  };
+  void Compact() {
+    if (busy_ > 0) return;
+    for (auto it = members_.begin(); it != members_.end();) {
+      it = it->second.left ? members_.erase(it) : std::next(it);
+    }
+  }
+
+  Member* Find(uint64_t id) {
+    auto it = members_.find(id);
+    return it == members_.end() ? nullptr : &it->second;
+  }
+
+  void SetMembersLocked() {
+    std::vector<uint64_t> ids;
+    for (const auto& [id, m] : members_) {
+      if (!m.finished && !m.left) ids.push_back(id);
+    }
+    engine_->SetMembers(std::move(ids));
+  }
+
+  // Sends what is ready, one write at a time per stream. Re-entrant: a write
+  // that completes inline re-enters through OnWriteDone, which only flags
+  // another round here instead of recursing.
   void Pump() {
     if (pumping_) {
       repump_ = true;
       return;
     }
     pumping_ = true;
+    Busy busy(this);
     do {
       repump_ = false;
-      if (!reactor_ || finished_ || writing_) break;
-      int64_t now = NowMicros();
-      std::optional<Delivery> next;
-      store::Status s = engine_->Next(now, &next);
-      if (!s.ok()) {
-        FinishLocked(ToGrpc(s));
-        break;
+      for (auto& [id, m] : members_) {
+        if (m.finished || m.writing) continue;
+        if (!PumpMember(id, &m)) break;
       }
-      if (!next) break;
-      const CareEvent& event = next->event->event;
-      if (summary_changes_) {
-        icr::v1::SubscribeResponse response;
-        auto* changed = response.mutable_summary_changed();
-        changed->set_position(event.position());
-        changed->set_nhs_number(event.nhs_number());
-        changed->set_cause(event.event_type());
-        s = ReadCareSummary(config_.store, event.nhs_number(), changed->mutable_summary());
-        if (!s.ok()) {
-          FinishLocked(ToGrpc(s));
-          break;
-        }
-        response.set_delivery_attempt(next->attempt);
-        buffer_ = MessageBuffer(response);
-      } else {
-        buffer_ = EventResponse(next->event, next->attempt);
-      }
-      StartWriteLocked(now);
     } while (repump_);
     pumping_ = false;
   }
 
-  void StartWriteLocked(int64_t now) {
-    writing_ = true;
-    last_write_ = now;
-    reactor_->StartWrite(&buffer_);
+  // Starts the member's next write, if there is one; false on an error that
+  // finished the streams.
+  bool PumpMember(uint64_t id, Member* m) {
+    int64_t now = NowMicros();
+    std::optional<Delivery> next;
+    store::Status s = engine_->Next(now, &next, id);
+    if (!s.ok()) {
+      for (auto& [other_id, other] : members_) FinishLocked(&other, ToGrpc(s));
+      return false;
+    }
+    if (!next) return true;
+    const CareEvent& event = next->event->event;
+    if (summary_changes_) {
+      icr::v1::SubscribeResponse response;
+      auto* changed = response.mutable_summary_changed();
+      changed->set_position(event.position());
+      changed->set_nhs_number(event.nhs_number());
+      changed->set_cause(event.event_type());
+      s = ReadCareSummary(config_.store, event.nhs_number(), changed->mutable_summary());
+      if (!s.ok()) {
+        for (auto& [other_id, other] : members_) FinishLocked(&other, ToGrpc(s));
+        return false;
+      }
+      response.set_delivery_attempt(next->attempt);
+      m->buffer = MessageBuffer(response);
+    } else {
+      m->buffer = EventResponse(next->event, next->attempt);
+    }
+    StartWriteLocked(m, now);
+    return true;
   }
 
-  void FinishLocked(const grpc::Status& status) {
-    if (finished_ || !reactor_) return;
-    if (writing_) {
+  void StartWriteLocked(Member* m, int64_t now) {
+    m->writing = true;
+    m->last_write = now;
+    repump_ = true;  // others may have something to send too
+    m->reactor->StartWrite(&m->buffer);
+  }
+
+  void FinishLocked(Member* m, const grpc::Status& status) {
+    if (m->finished || !m->reactor) return;
+    if (m->writing) {
       // Finish after the outstanding write completes (or fails).
-      if (!pending_finish_) pending_finish_ = status;
+      if (!m->pending_finish) m->pending_finish = status;
       return;
     }
-    finished_ = true;
+    m->finished = true;
     if (engine_->durable()) engine_->Persist(true);
-    reactor_->Finish(status);
+    if (group_ && !closed_) SetMembersLocked();
+    m->reactor->Finish(status);
   }
 
   const ServiceConfig& config_;
@@ -458,16 +560,14 @@ class SubscribeSession final : public Session,
   std::unique_ptr<SubscriptionEngine> engine_;
   const uint32_t heartbeat_ms_;
   const bool summary_changes_;
-  SubscribeWriter* reactor_ = nullptr;
-  grpc::CallbackServerContext* ctx_ = nullptr;
-  grpc::ByteBuffer buffer_;  // the write in progress
-  int64_t last_write_ = 0;   // when the last write started
-  bool writing_ = false;
-  bool finished_ = false;
+  const bool group_;
+  const std::string filter_bytes_;
+  std::map<uint64_t, Member> members_;
+  uint64_t next_member_ = 1;
+  int busy_ = 0;         // loops over members_ running
+  bool closed_ = false;  // the last stream left
   bool pumping_ = false;
   bool repump_ = false;
-  bool cut_off_ = false;
-  std::optional<grpc::Status> pending_finish_;
 };
 
 class SubscribeReactor final : public SubscribeWriter {
@@ -476,25 +576,32 @@ class SubscribeReactor final : public SubscribeWriter {
                    std::string durable_name)
       : config_(config), ctx_(ctx), durable_name_(std::move(durable_name)) {}
 
-  void Begin(std::shared_ptr<SubscribeSession> session) {
-    session_ = std::move(session);
-    if (!config_.hub->Add(session_)) {
+  // Starts the stream on a new session (`added`: register it with the hub)
+  // or joins an existing group's.
+  void Begin(std::shared_ptr<SubscribeSession> session, bool added) {
+    if (added && !config_.hub->Add(session)) {
       Finish({grpc::StatusCode::UNAVAILABLE,
               "the broker is shutting down; reconnect to resume from your cursor"});
       return;
     }
-    session_->Attach(this, ctx_);
+    if (!session->Join(this, ctx_, &member_)) {
+      Finish({grpc::StatusCode::UNAVAILABLE,
+              "the subscription's streams are closing; reconnect to resume from its cursor"});
+      return;
+    }
+    session_ = std::move(session);
   }
 
   void FailNow(const grpc::Status& status) { Finish(status); }
 
-  void OnWriteDone(bool ok) override { session_->OnWriteDone(ok); }
+  void OnWriteDone(bool ok) override {
+    if (session_) session_->OnWriteDone(member_, ok);
+  }
   void OnCancel() override {
-    if (session_) session_->OnCancel();
+    if (session_) session_->OnCancel(member_);
   }
   void OnDone() override {
-    if (session_) {
-      session_->Detach();
+    if (session_ && session_->Leave(member_)) {
       config_.hub->Remove(session_.get());
       if (!durable_name_.empty()) config_.hub->ReleaseDurable(durable_name_, session_.get());
     }
@@ -506,6 +613,7 @@ class SubscribeReactor final : public SubscribeWriter {
   grpc::CallbackServerContext* const ctx_;
   const std::string durable_name_;
   std::shared_ptr<SubscribeSession> session_;
+  uint64_t member_ = 0;
 };
 
 uint32_t OrDefault(uint32_t value, uint32_t def) { return value == 0 ? def : value; }
@@ -630,6 +738,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     return reactor;
   };
   if (!parsed_ok) return fail(Invalid("the SubscribeRequest could not be parsed"));
+  if (request->group() && name.empty()) {
+    return fail(Invalid("group: a consumer group shares a durable subscription; set subscription "
+                        "to its name"));
+  }
   if (auto p = ValidateFilter(request->filter()); !p.empty()) return fail(Invalid(p));
   for (auto g : {CheckRange("ack_timeout_ms", request->ack_timeout_ms(), 1000, 3600000),
                  CheckRange("max_attempts", request->max_attempts(), 1, 100),
@@ -665,9 +777,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     engine = std::make_unique<SubscriptionEngine>(config_.hub, CompiledFilter(request->filter()),
                                                   first);
     route(engine.get());
-    auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms,
-                                                      request->summary_changes());
-    reactor->Begin(session);
+    auto session = std::make_shared<SubscribeSession>(
+        config_, std::move(engine), heartbeat_ms, request->summary_changes(), false, "");
+    reactor->Begin(session, /*added=*/true);
     return reactor;
   }
 
@@ -679,12 +791,43 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   // Claim the name before reading or writing anything, so a refused second
   // stream, an old stream still closing, or an administrative call cannot
   // interleave with this one.
+  const std::string filter_bytes = request->filter().SerializeAsString();
   auto placeholder = std::make_shared<ClaimPlaceholder>();
   if (!config_.hub->ClaimDurable(name, placeholder)) {
+    // Taken: a consumer group's member may join it.
+    auto holder = config_.hub->FindDurable(name);
+    auto held = std::dynamic_pointer_cast<SubscribeSession>(holder);
+    if (held && !held->Live()) {
+      return fail({grpc::StatusCode::UNAVAILABLE,
+                   "subscription '" + name +
+                       "': its previous stream is still closing; retry in a moment"});
+    }
+    if (request->group() && holder && !held) {
+      return fail({grpc::StatusCode::UNAVAILABLE,
+                   "subscription '" + name +
+                       "' is being connected or changed by another call; retry in a moment"});
+    }
+    if (request->group() && held && held->group()) {
+      if (held->filter_bytes() != filter_bytes) {
+        return fail({grpc::StatusCode::FAILED_PRECONDITION,
+                     "subscription '" + name +
+                         "': every member of a consumer group must send the same filter as "
+                         "the connected members"});
+      }
+      reactor->Begin(held, /*added=*/false);
+      return reactor;
+    }
+    if (request->group() && held) {
+      return fail({grpc::StatusCode::FAILED_PRECONDITION,
+                   "subscription '" + name +
+                       "' is connected as a single stream, not as a consumer group; close it, "
+                       "then connect every member with group set"});
+    }
     return fail({grpc::StatusCode::FAILED_PRECONDITION,
                  "subscription '" + name +
                      "' already has a connected stream; one stream per durable subscription "
-                     "(close the other stream first)"});
+                     "(close the other stream first, or connect every stream with group set "
+                     "to share the work)"});
   }
   auto release = [&] { config_.hub->ReleaseDurable(name, placeholder.get()); };
   icr::v1::internal::SubscriptionState state;
@@ -724,9 +867,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   engine = std::make_unique<SubscriptionEngine>(config_.hub, config_.store, std::move(state));
   route(engine.get());
   auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms,
-                                                    request->summary_changes());
+                                                    request->summary_changes(), request->group(),
+                                                    filter_bytes);
   config_.hub->HandOverDurable(name, placeholder.get(), session);
-  reactor->Begin(session);
+  reactor->Begin(session, /*added=*/true);
   return reactor;
 }
 

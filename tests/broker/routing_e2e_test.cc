@@ -9,6 +9,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <climits>
+#include <map>
+#include <mutex>
 #include <chrono>
 #include <set>
 #include <thread>
@@ -70,6 +73,28 @@ void Ack(v1::Broker::Stub* stub, const std::string& name, const std::vector<uint
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+// Opens a stream and reads its first message, retrying while the broker
+// answers UNAVAILABLE (a consumer group being set up or closing), as clients
+// do. False, with a test failure, on any other outcome.
+bool ConnectRetrying(v1::Broker::Stub* stub, const v1::SubscribeRequest& req,
+                     std::chrono::seconds timeout, std::unique_ptr<grpc::ClientContext>* ctx,
+                     std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>>* reader,
+                     v1::SubscribeResponse* first) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    *ctx = Context(timeout);
+    *reader = stub->Subscribe(ctx->get(), req);
+    if ((*reader)->Read(first)) return true;
+    grpc::Status st = (*reader)->Finish();
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      ADD_FAILURE() << "Subscribe: " << st.error_code() << " " << st.error_message();
+      return false;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  ADD_FAILURE() << "Subscribe still UNAVAILABLE after 100 attempts";
+  return false;
+}
+
 // Reads a durable subscription, acknowledging every `ack_every` events, until
 // `count` distinct events arrived; returns them in delivery order.
 std::vector<v1::CareEvent> ReadAndAck(v1::Broker::Stub* stub, const std::string& name,
@@ -79,13 +104,17 @@ std::vector<v1::CareEvent> ReadAndAck(v1::Broker::Stub* stub, const std::string&
   req.set_subscription(name);
   req.mutable_start()->set_earliest(true);
   req.set_max_in_flight(max_in_flight);
-  auto ctx = Context(120s);
-  auto reader = stub->Subscribe(ctx.get(), req);
+  std::unique_ptr<grpc::ClientContext> ctx;
+  std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader;
   std::vector<v1::CareEvent> got;
   std::set<uint64_t> seen;
   std::vector<uint64_t> pending;
   v1::SubscribeResponse r;
-  while (seen.size() < count && reader->Read(&r)) {
+  // A previous stream of the subscription may still be closing.
+  if (!ConnectRetrying(stub, req, 120s, &ctx, &reader, &r)) return got;
+  bool first = true;
+  while (seen.size() < count && (first || reader->Read(&r))) {
+    first = false;
     if (!r.has_event()) continue;
     if (seen.insert(r.event().position()).second) got.push_back(r.event());
     pending.push_back(r.event().position());
@@ -215,7 +244,7 @@ TEST(RoutingE2ETest, ASubscriberThatStopsReadingIsCutOffAndResumesWithNothingLos
   auto again = ReadAndAck(stub.get(), "slow-team", kEvents, 1000);
   std::set<uint64_t> got;
   for (const auto& e : again) got.insert(e.position());
-  EXPECT_EQ(got.size(), kEvents);
+  ASSERT_EQ(got.size(), kEvents);
   EXPECT_EQ(*got.begin(), positions.front());
   EXPECT_EQ(*got.rbegin(), positions.back());
 }
@@ -263,6 +292,143 @@ TEST(RoutingE2ETest, ASubscriberThatFallsBehindAtTheTailReadsTheLogAndLosesNothi
   while (reader->Read(&r)) {
   }
   reader->Finish();
+}
+
+TEST(RoutingE2ETest, AConsumerGroupSharesTheWorkKeepsEachPersonsOrderAndSurvivesAMemberLeaving) {
+  TempDir dir;
+  TestBroker broker(dir.path());
+  auto stub = broker.NewStub();
+  // 3,000 events about 300 people, 10 each.
+  std::vector<v1::CareEvent> events;
+  for (int i = 0; i < 3000; ++i) {
+    events.push_back(AdmissionEvent(TestNhsNumber(i % 300), "grp-" + std::to_string(i)));
+  }
+  auto positions = PublishAll(stub.get(), events);
+  ASSERT_EQ(positions.size(), 3000u);
+
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, std::string>> log;  // (position, NHS number), as received
+  std::set<uint64_t> acked;
+  std::map<int, size_t> received_by;
+  std::map<int, grpc::ClientContext*> contexts_in_use;
+  auto member = [&](int index, size_t leave_after) {
+    auto member_stub = broker.NewStub();
+    v1::SubscribeRequest req;
+    req.set_subscription("brokerage-workers");
+    req.set_group(true);
+    req.mutable_start()->set_earliest(true);
+    req.set_max_in_flight(60);
+    v1::SubscribeResponse r;
+    // Members starting together: all but the first may be told UNAVAILABLE
+    // while the first sets the subscription up.
+    std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader;
+    std::unique_ptr<grpc::ClientContext> attempt_ctx;
+    if (!ConnectRetrying(member_stub.get(), req, 120s, &attempt_ctx, &reader, &r)) return;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      contexts_in_use[index] = attempt_ctx.get();
+    }
+    size_t count = 0;
+    bool first = true;
+    while (first || reader->Read(&r)) {
+      first = false;
+      if (!r.has_event()) continue;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        log.emplace_back(r.event().position(), r.event().nhs_number());
+        ++received_by[index];
+      }
+      if (++count == leave_after) break;  // leaves without acknowledging this one
+      Ack(member_stub.get(), "brokerage-workers", {r.event().position()});
+      std::lock_guard<std::mutex> lock(mu);
+      acked.insert(r.event().position());
+      if (acked.size() == positions.size()) break;
+    }
+    attempt_ctx->TryCancel();
+    while (reader->Read(&r)) {
+    }
+    reader->Finish();
+    std::lock_guard<std::mutex> lock(mu);
+    contexts_in_use.erase(index);
+  };
+  // Member 2 leaves after 150 events, with its last one unacknowledged.
+  std::thread m0(member, 0, SIZE_MAX);
+  std::thread m1(member, 1, SIZE_MAX);
+  std::thread m2(member, 2, 150);
+  m2.join();
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (acked.size() == positions.size()) break;
+    }
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the group did not finish the work";
+    std::this_thread::sleep_for(20ms);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [i, c] : contexts_in_use) c->TryCancel();
+  }
+  m0.join();
+  m1.join();
+
+  // The work was shared, and the leaver's unacknowledged event went to
+  // another member.
+  EXPECT_GT(received_by[0], 0u);
+  EXPECT_GT(received_by[1], 0u);
+  EXPECT_EQ(received_by[2], 150u);
+  EXPECT_EQ(acked.size(), 3000u);
+  // Per person: never a later event before an earlier one (a repeat of the
+  // same position after the member left is allowed).
+  std::map<std::string, uint64_t> last;
+  for (const auto& [position, nhs] : log) {
+    EXPECT_GE(position, last[nhs]) << "person " << nhs << " out of order";
+    last[nhs] = position;
+  }
+  // Nothing left over: the group's cursor is at the end.
+  v1::ListSubscriptionsResponse subs;
+  auto ctx = Context();
+  ASSERT_TRUE(stub->ListSubscriptions(ctx.get(), {}, &subs).ok());
+  ASSERT_EQ(subs.subscriptions_size(), 1);
+  EXPECT_EQ(subs.subscriptions(0).cursor(), positions.back());
+
+  // A second group stream with another filter, or a plain stream, is refused
+  // while the group is connected.
+  v1::SubscribeRequest req;
+  req.set_subscription("brokerage-workers");
+  req.set_group(true);
+  req.set_heartbeat_ms(100);  // its first heartbeat says it is connected
+  std::unique_ptr<grpc::ClientContext> holder_ctx;
+  std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> holder;
+  v1::SubscribeResponse r;
+  // The members' streams may still be closing.
+  ASSERT_TRUE(ConnectRetrying(stub.get(), req, 30s, &holder_ctx, &holder, &r));
+  {
+    auto plain_ctx = Context();
+    v1::SubscribeRequest plain;
+    plain.set_subscription("brokerage-workers");
+    auto reader = stub->Subscribe(plain_ctx.get(), plain);
+    while (reader->Read(&r)) {
+    }
+    grpc::Status st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(st.error_message().find("group"), std::string::npos) << st.error_message();
+  }
+  {
+    auto other_ctx = Context();
+    v1::SubscribeRequest other = req;
+    other.mutable_filter()->add_event_types(v1::DISCHARGE);
+    auto reader = stub->Subscribe(other_ctx.get(), other);
+    while (reader->Read(&r)) {
+    }
+    grpc::Status st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(st.error_message().find("same filter"), std::string::npos) << st.error_message();
+  }
+  holder_ctx->TryCancel();
+  while (holder->Read(&r)) {
+  }
+  holder->Finish();
 }
 
 }  // namespace
