@@ -74,7 +74,7 @@ SubscriptionEngine::SubscriptionEngine(EventSource* source, store::EventStore* s
     for (const auto& [position, value] : parked) {
       // Parked above the cursor (an older event was still in flight when it
       // was parked): reading the log must skip it, not deliver it again.
-      if (position > state_.cursor()) ahead_.insert(position);
+      if (position > state_.cursor()) parked_ahead_.insert(position);
       icr::v1::internal::ParkedRecord record;
       if (!record.ParseFromString(value) || !record.replay_requested()) continue;
       store::EventPtr event;
@@ -86,6 +86,16 @@ SubscriptionEngine::SubscriptionEngine(EventSource* source, store::EventStore* s
 }
 
 SubscriptionEngine::~SubscriptionEngine() { StopFollowing(); }
+
+// The log reader reached `position`: true if it was already sent ahead or
+// parked. A durable subscription keeps sent-ahead positions until the
+// cursor passes them (Persist records the acknowledged ones); an ephemeral
+// one forgets them here.
+bool SubscriptionEngine::SkipPassed(uint64_t position) {
+  if (!parked_ahead_.empty() && parked_ahead_.erase(position) > 0) return true;
+  if (ahead_.empty()) return false;
+  return durable_ ? ahead_.count(position) > 0 : ahead_.erase(position) > 0;
+}
 
 void SubscriptionEngine::StopFollowing() {
   if (follower_) {
@@ -129,7 +139,7 @@ store::Status SubscriptionEngine::NextFromLog(store::EventPtr* out) {
     }
     store::EventPtr e = std::move(fetched_.front());
     fetched_.pop_front();
-    if (!ahead_.empty() && ahead_.erase(e->position) > 0) continue;
+    if (SkipPassed(e->position)) continue;
     if (filter_.Match(e->event)) {
       *out = std::move(e);
       return {};
@@ -148,7 +158,7 @@ store::EventPtr SubscriptionEngine::NextFromFollower() {
     if (e) {
       if (e->position < next_read_) continue;
       next_read_ = e->position + 1;
-      if (!ahead_.empty() && ahead_.erase(e->position) > 0) continue;
+      if (SkipPassed(e->position)) continue;
       return e;
     }
     if (overflow_from != 0) {
@@ -270,7 +280,12 @@ store::Status SubscriptionEngine::SendAhead() {
   for (const auto& [position, nhs] : urgent) {
     if (ahead_.size() >= kMaxAhead) break;
     urgent_read_ = position + 1;
-    if (ahead_.count(position)) continue;
+    if (ahead_.count(position) || parked_ahead_.count(position)) continue;
+    // Only urgent events this subscription wants are worth the person read.
+    std::vector<store::EventPtr> one;
+    s = source_->Read(position, 1, &one);
+    if (!s.ok()) return s;
+    if (one.empty() || !filter_.Match(one[0]->event)) continue;
     // The person's events from the log reader's position up to this one.
     std::vector<store::EventPtr> history;
     s = source_->ReadPatient(nhs, main - 1, kMaxPromote + 1, &history);
@@ -384,7 +399,11 @@ uint64_t SubscriptionEngine::ComputeCursor() const {
   return std::max<uint64_t>(lowest - 1, state_.cursor());
 }
 
-void SubscriptionEngine::RecomputeCursor() { state_.set_cursor(ComputeCursor()); }
+void SubscriptionEngine::RecomputeCursor() {
+  state_.set_cursor(ComputeCursor());
+  // Sent-ahead positions at or below the cursor need no remembering.
+  ahead_.erase(ahead_.begin(), ahead_.upper_bound(state_.cursor()));
+}
 
 AckOutcome SubscriptionEngine::Ack(const std::vector<uint64_t>& positions) {
   AckOutcome outcome;
@@ -434,6 +453,7 @@ store::Status SubscriptionEngine::Park(uint64_t position, Flight flight, int64_t
     state_ = std::move(next);
     persisted_cursor_ = state_.cursor();
     ahead_dirty_ = false;
+    ahead_.erase(ahead_.begin(), ahead_.upper_bound(state_.cursor()));
   }
   return s;
 }

@@ -251,6 +251,7 @@ class SubscriptionEngine {
     return fetched_.empty() ? next_read_ : fetched_.front()->position;
   }
   store::Status NextFromLog(store::EventPtr* out);
+  bool SkipPassed(uint64_t position);
   store::EventPtr NextFromFollower();
   store::Status Fill();
   store::Status SendAhead();
@@ -289,9 +290,11 @@ class SubscriptionEngine {
 
   std::map<uint64_t, Flight> in_flight_;    // position -> flight (durable)
   std::map<uint64_t, Flight> replays_;      // replayed parked events
-  // Positions the log reader must skip: sent ahead by the urgent lane, or
-  // parked above the cursor.
+  // Positions the log reader must skip: sent ahead by the urgent lane (kept
+  // until the cursor passes them, for a durable subscription) ...
   std::set<uint64_t> ahead_;
+  // ... or parked above the cursor before a reconnect.
+  std::set<uint64_t> parked_ahead_;
   uint64_t urgent_read_ = 0;                // next position of the urgent index
   uint64_t sent_ahead_ = 0;
 };

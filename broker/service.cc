@@ -551,8 +551,11 @@ class SubscribeSession final : public Session,
     }
     m->finished = true;
     if (engine_->durable()) engine_->Persist(true);
-    if (group_ && !closed_) SetMembersLocked();
     m->reactor->Finish(status);
+    if (group_ && !closed_) {
+      SetMembersLocked();  // its people and unacknowledged events go to the others now
+      Pump();
+    }
   }
 
   const ServiceConfig& config_;
@@ -791,7 +794,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   // Claim the name before reading or writing anything, so a refused second
   // stream, an old stream still closing, or an administrative call cannot
   // interleave with this one.
-  const std::string filter_bytes = request->filter().SerializeAsString();
+  // What every member of a consumer group must agree on.
+  const std::string filter_bytes = request->filter().SerializeAsString() + "|" +
+                                   (request->summary_changes() ? "s" : "-") +
+                                   (request->position_order() ? "p" : "-");
   auto placeholder = std::make_shared<ClaimPlaceholder>();
   if (!config_.hub->ClaimDurable(name, placeholder)) {
     // Taken: a consumer group's member may join it.
@@ -811,8 +817,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
       if (held->filter_bytes() != filter_bytes) {
         return fail({grpc::StatusCode::FAILED_PRECONDITION,
                      "subscription '" + name +
-                         "': every member of a consumer group must send the same filter as "
-                         "the connected members"});
+                         "': every member of a consumer group must send the same filter, "
+                         "summary_changes and position_order as the connected members"});
       }
       reactor->Begin(held, /*added=*/false);
       return reactor;

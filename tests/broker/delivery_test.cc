@@ -7,6 +7,7 @@
 
 #include <future>
 #include <set>
+#include <thread>
 
 #include "broker/hub.h"
 #include "tests/support/test_support.h"
@@ -280,6 +281,45 @@ TEST_F(DeliveryTest, ReadsOlderPositionsFromTheStoreWhenTheRingHasMovedOn) {
   for (size_t i = 0; i < sent.size(); ++i) EXPECT_EQ(sent[i].first, i + 1);
 }
 
+// A source that commits one more event (and waits until the hub has routed
+// it) right after a read first finds the end of the log: the moment between
+// an engine's last read and its Follow.
+class RacingSource : public EventSource {
+ public:
+  RacingSource(Hub* hub, std::function<void()> on_end) : hub_(hub), on_end_(std::move(on_end)) {}
+  store::Status Read(uint64_t from, size_t max, std::vector<store::EventPtr>* out) override {
+    store::Status s = hub_->Read(from, max, out);
+    if (s.ok() && out->empty() && !fired_) {
+      fired_ = true;
+      on_end_();
+    }
+    return s;
+  }
+  bool Follow(const std::shared_ptr<Follower>& f) override { return hub_->Follow(f); }
+  void Unfollow(const Follower* f) override { hub_->Unfollow(f); }
+  uint64_t RoutedThrough() const override { return hub_->RoutedThrough(); }
+
+ private:
+  Hub* hub_;
+  std::function<void()> on_end_;
+  bool fired_ = false;
+};
+
+TEST_F(DeliveryTest, AnEventCommittedJustBeforeFollowingTheTailIsNotLost) {
+  store_->SetCommitListener([&](const std::vector<store::EventPtr>& c) { hub_->OnCommit(c); });
+  hub_->Start();
+  Append({0, 1});
+  RacingSource source(hub_.get(), [&] {
+    uint64_t p = Append({2}).front();
+    while (hub_->RoutedThrough() < p) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  SubscriptionEngine engine(&source, CompiledFilter(), 1);
+  engine.SetWaker([] {});
+  EXPECT_EQ(Positions(Drain(&engine, 0)), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_TRUE(engine.following());
+  hub_->Stop();
+}
+
 // --- Priority lanes ----------------------------------------------------------
 
 class LaneTest : public DeliveryTest {
@@ -382,6 +422,38 @@ TEST_F(LaneTest, EventsAcknowledgedAheadAreNotSentAgainAfterAReconnect) {
   EXPECT_FALSE(seen.count(51));
   EXPECT_FALSE(seen.count(1));
   EXPECT_EQ(again.cursor(), 51u);
+}
+
+TEST_F(LaneTest, AnEventAcknowledgedAheadStaysRememberedAfterTheReaderPassesIt) {
+  std::vector<std::pair<int, v1::Priority>> bulk;
+  for (int i = 0; i < 60; ++i) bulk.push_back({i, v1::BULK});
+  AppendWith(bulk);
+  AppendWith({{100, v1::URGENT}});  // 61
+  {
+    auto engine = Durable(/*max_in_flight=*/10);
+    // Acknowledge everything but position 1, so the cursor stays at 0 while
+    // the reader passes 61.
+    std::vector<uint64_t> ack;
+    for (int round = 0; round < 50; ++round) {
+      engine->Ack(ack);
+      ack.clear();
+      for (uint64_t p : Positions(Drain(engine.get(), 0))) {
+        if (p != 1) ack.push_back(p);
+      }
+      if (ack.empty()) break;
+    }
+    EXPECT_EQ(engine->cursor(), 0u);
+    ASSERT_TRUE(engine->Persist(true).ok());
+  }
+  std::string bytes;
+  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
+  v1::internal::SubscriptionState state;
+  ASSERT_TRUE(state.ParseFromString(bytes));
+  SubscriptionEngine again(hub_.get(), store_.get(), state);
+  // Only 1 and what the cursor could not pass come again; 61 never does.
+  auto sent = Positions(Drain(&again, 0));
+  EXPECT_EQ(std::count(sent.begin(), sent.end(), 61u), 0) << "61 was delivered again";
+  EXPECT_EQ(std::count(sent.begin(), sent.end(), 1u), 1);
 }
 
 }  // namespace
