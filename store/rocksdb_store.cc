@@ -422,13 +422,13 @@ class RocksDbStore final : public EventStore {
   // REQUIRES: db_ open and in use (db_mu_ held shared, or the writer thread).
   Status ReadEvent(uint64_t position, EventPtr* out);
   Status ParseEvent(uint64_t position, const rocksdb::Slice& value, EventPtr* out) const;
-  // Visits the keys of a position-keyed column family from `from` to `last`
-  // in order until `visit` returns false or sets an error. REQUIRES: db_mu_
-  // held shared.
+  // Visits the keys of a position-keyed column family from `from` up to the
+  // last committed position (returned in *last_out) in order, until `visit`
+  // returns false or sets an error.
   Status ScanPositions(
-      size_t cf, uint64_t from, uint64_t last, std::string_view what,
-      const std::function<bool(uint64_t position, const rocksdb::Slice& value, Status* s)>&
-          visit);
+      size_t cf, uint64_t from, std::string_view what,
+      const std::function<bool(uint64_t position, const rocksdb::Slice& value, Status* s)>& visit,
+      uint64_t* last_out = nullptr);
   Status Rocks(const rocksdb::Status& s, std::string_view what) const {
     return FromRocks(s, what, options_.data_dir);
   }
@@ -1033,8 +1033,15 @@ Status RocksDbStore::ParseEvent(uint64_t position, const rocksdb::Slice& value,
 }
 
 Status RocksDbStore::ScanPositions(
-    size_t cf, uint64_t from, uint64_t last, std::string_view what,
-    const std::function<bool(uint64_t position, const rocksdb::Slice& value, Status* s)>& visit) {
+    size_t cf, uint64_t from, std::string_view what,
+    const std::function<bool(uint64_t position, const rocksdb::Slice& value, Status* s)>& visit,
+    uint64_t* last_out) {
+  const uint64_t last = LastPosition();
+  if (last_out) *last_out = last;
+  if (from == 0) from = 1;
+  if (from > last) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
   const std::string upper = keys::EncodePosition(last + 1);
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
@@ -1057,12 +1064,8 @@ Status RocksDbStore::ScanPositions(
 Status RocksDbStore::ReadUrgent(uint64_t from, size_t max,
                                 std::vector<std::pair<uint64_t, std::string>>* out) {
   out->clear();
-  const uint64_t last = LastPosition();
-  if (from == 0) from = 1;
-  if (max == 0 || from > last) return Status::Ok();
-  std::shared_lock lk(db_mu_);
-  if (!db_) return Closed();
-  Status s = ScanPositions(kLanes, from, last, "reading the urgent lane index",
+  if (max == 0) return Status::Ok();
+  Status s = ScanPositions(kLanes, from, "reading the urgent lane index",
                            [&](uint64_t position, const rocksdb::Slice& value, Status*) {
                              out->emplace_back(position, value.ToString());
                              return out->size() < max;
@@ -1084,13 +1087,11 @@ Status RocksDbStore::ReadEvent(uint64_t position, EventPtr* out) {
 
 Status RocksDbStore::ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* out) {
   out->clear();
-  const uint64_t last = LastPosition();
+  if (max == 0) return Status::Ok();
   if (from == 0) from = 1;
-  if (max == 0 || from > last) return Status::Ok();
-  std::shared_lock lk(db_mu_);
-  if (!db_) return Closed();
   uint64_t expected = from;
-  Status s = ScanPositions(kEvents, from, last, "reading events",
+  uint64_t last = 0;
+  Status s = ScanPositions(kEvents, from, "reading events",
                            [&](uint64_t position, const rocksdb::Slice& value, Status* error) {
                              if (position != expected) return false;  // a gap: reported below
                              EventPtr e;
@@ -1099,7 +1100,8 @@ Status RocksDbStore::ReadFrom(uint64_t from, size_t max, std::vector<EventPtr>* 
                              out->push_back(std::move(e));
                              ++expected;
                              return out->size() < max;
-                           });
+                           },
+                           &last);
   if (s.ok() && out->size() < max && expected <= last) {
     s = Status::Corruption("event at position " + std::to_string(expected) + " in " +
                            options_.data_dir + " is missing (positions are dense up to " +

@@ -325,6 +325,15 @@ TEST_F(DeliveryTest, AnEventCommittedJustBeforeFollowingTheTailIsNotLost) {
 class LaneTest : public DeliveryTest {
  protected:
   // Appends one event per (person, priority), in order; returns positions.
+  // `bulk` BULK events, one person each (0, 1, ...), then one URGENT event
+  // about person 100; returns its position.
+  uint64_t AppendBacklogThenUrgent(int bulk) {
+    std::vector<std::pair<int, v1::Priority>> events;
+    for (int i = 0; i < bulk; ++i) events.push_back({i, v1::BULK});
+    AppendWith(events);
+    return AppendWith({{100, v1::URGENT}}).front();
+  }
+
   std::vector<uint64_t> AppendWith(const std::vector<std::pair<int, v1::Priority>>& events) {
     std::vector<v1::CareEvent> batch;
     for (const auto& [person, priority] : events) {
@@ -389,10 +398,7 @@ TEST_F(LaneTest, UrgentEventsAreSentAheadOfABacklogWithTheirPersonsEarlierEvents
 }
 
 TEST_F(LaneTest, EventsAcknowledgedAheadAreNotSentAgainAfterAReconnect) {
-  std::vector<std::pair<int, v1::Priority>> bulk;
-  for (int i = 0; i < 50; ++i) bulk.push_back({i, v1::BULK});
-  AppendWith(bulk);
-  AppendWith({{100, v1::URGENT}});  // 51
+  ASSERT_EQ(AppendBacklogThenUrgent(50), 51u);
   {
     auto engine = Durable(/*max_in_flight=*/10);
     auto first = Positions(Drain(engine.get(), 0));
@@ -425,10 +431,7 @@ TEST_F(LaneTest, EventsAcknowledgedAheadAreNotSentAgainAfterAReconnect) {
 }
 
 TEST_F(LaneTest, AnEventAcknowledgedAheadStaysRememberedAfterTheReaderPassesIt) {
-  std::vector<std::pair<int, v1::Priority>> bulk;
-  for (int i = 0; i < 60; ++i) bulk.push_back({i, v1::BULK});
-  AppendWith(bulk);
-  AppendWith({{100, v1::URGENT}});  // 61
+  ASSERT_EQ(AppendBacklogThenUrgent(60), 61u);
   {
     auto engine = Durable(/*max_in_flight=*/10);
     // Acknowledge everything but position 1, so the cursor stays at 0 while
