@@ -438,12 +438,7 @@ store::Status SubscriptionEngine::Park(uint64_t position, Flight flight, int64_t
   // durable: both go in one write.
   icr::v1::internal::SubscriptionState next = state_;
   next.set_cursor(ComputeCursor());
-  next.clear_acked_ahead();
-  for (uint64_t p : ahead_) {
-    if (p > next.cursor() && p != position && !in_flight_.count(p) && !waiting_positions_.count(p)) {
-      next.add_acked_ahead(p);
-    }
-  }
+  RecordAckedAhead(&next, /*parking=*/position);
   std::string state_bytes;
   next.SerializeToString(&state_bytes);
   std::string record_bytes;
@@ -576,16 +571,24 @@ store::Status SubscriptionEngine::ReplayParked(const std::vector<uint64_t>& posi
   return {};
 }
 
-store::Status SubscriptionEngine::Persist(bool sync) {
-  if (!durable_) return {};
-  // Positions above the cursor that were acknowledged (or parked) ahead of it.
-  size_t before = static_cast<size_t>(state_.acked_ahead_size());
-  state_.clear_acked_ahead();
-  for (uint64_t p : ahead_) {
-    if (p > state_.cursor() && !in_flight_.count(p) && !waiting_positions_.count(p)) {
-      state_.add_acked_ahead(p);
+// Sets state->acked_ahead to the positions above state's cursor that were
+// sent ahead and are no longer in flight or waiting: acknowledged or parked
+// (`parking`: the event being parked, recorded by its parked record).
+void SubscriptionEngine::RecordAckedAhead(icr::v1::internal::SubscriptionState* state,
+                                          uint64_t parking) const {
+  state->clear_acked_ahead();
+  for (auto it = ahead_.upper_bound(state->cursor()); it != ahead_.end(); ++it) {
+    const uint64_t p = *it;
+    if (p != parking && !in_flight_.count(p) && !waiting_positions_.count(p)) {
+      state->add_acked_ahead(p);
     }
   }
+}
+
+store::Status SubscriptionEngine::Persist(bool sync) {
+  if (!durable_) return {};
+  size_t before = static_cast<size_t>(state_.acked_ahead_size());
+  RecordAckedAhead(&state_, /*parking=*/0);
   const bool ahead_changed =
       ahead_dirty_ || static_cast<size_t>(state_.acked_ahead_size()) != before;
   if (state_.cursor() == persisted_cursor_ && !ahead_changed && !sync) return {};

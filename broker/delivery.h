@@ -266,6 +266,7 @@ class SubscriptionEngine {
   uint64_t ComputeCursor() const;
   void RecomputeCursor();
   store::Status Park(uint64_t position, Flight flight, int64_t now_micros);
+  void RecordAckedAhead(icr::v1::internal::SubscriptionState* state, uint64_t parking) const;
   void StopFollowing();
 
   EventSource* source_;

@@ -90,20 +90,13 @@ bool Hub::Follow(const std::shared_ptr<Follower>& follower) {
   std::lock_guard<std::mutex> lock(routing_mu_);
   if (routing_stopped_) return false;
   // Events committed after the engine's last read may have been routed
-  // already, before this follower was in the index: offer them now, from
-  // the ring (they are there: the ring is filled before routing). If they
-  // are not, or do not fit, the engine goes on reading the log.
+  // already, before this follower was in the index: offer them now (from
+  // the ring, where they normally still are). If they do not fit, the
+  // engine goes on reading the log.
   const uint64_t routed = routed_through_.load(std::memory_order_acquire);
   if (routed >= follower->start()) {
     std::vector<store::EventPtr> missed;
-    {
-      std::lock_guard<std::mutex> ring_lock(ring_mu_);
-      if (ring_.empty() || ring_.front()->position > follower->start()) return false;
-      const size_t first = follower->start() - ring_.front()->position;
-      for (size_t i = first; i < ring_.size() && ring_[i]->position <= routed; ++i) {
-        missed.push_back(ring_[i]);
-      }
-    }
+    if (!Read(follower->start(), routed - follower->start() + 1, &missed).ok()) return false;
     for (const auto& e : missed) {
       if (follower->filter().Match(e->event) && !follower->Offer(e)) return false;
     }

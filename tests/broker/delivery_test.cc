@@ -53,6 +53,13 @@ class DeliveryTest : public ::testing::Test {
     return positions;
   }
 
+  // The subscription "team" as stored.
+  void StoredState(v1::internal::SubscriptionState* state) {
+    std::string bytes;
+    ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
+    ASSERT_TRUE(state->ParseFromString(bytes));
+  }
+
   std::unique_ptr<SubscriptionEngine> Durable(uint32_t max_in_flight = 100,
                                               uint32_t max_attempts = 3) {
     v1::internal::SubscriptionState state;
@@ -131,10 +138,8 @@ TEST_F(DeliveryTest, RedeliversAfterTimeoutThenParksAndLetsThePersonMoveOn) {
   // The cursor and parked record survive: a new engine resumes after 1.
   engine->Ack({2});
   ASSERT_TRUE(engine->Persist(true).ok());
-  std::string bytes;
-  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
   v1::internal::SubscriptionState state;
-  ASSERT_TRUE(state.ParseFromString(bytes));
+  ASSERT_NO_FATAL_FAILURE(StoredState(&state));
   EXPECT_EQ(state.cursor(), 2u);
 
   uint32_t count = 0;
@@ -158,10 +163,8 @@ TEST_F(DeliveryTest, AnEventParkedAboveTheCursorIsNotDeliveredAgainAfterReconnec
   ASSERT_TRUE(engine->ParkNow(2, t0).ok());
   EXPECT_EQ(engine->cursor(), 0u);
   ASSERT_TRUE(engine->Persist(true).ok());
-  std::string bytes;
-  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
   v1::internal::SubscriptionState state;
-  ASSERT_TRUE(state.ParseFromString(bytes));
+  ASSERT_NO_FATAL_FAILURE(StoredState(&state));
   engine.reset();  // the subscriber disconnects
 
   SubscriptionEngine again(hub_.get(), store_.get(), state);
@@ -219,10 +222,8 @@ TEST_F(DeliveryTest, ParkNowParksADeliveredEventMovesTheCursorAndReleasesThePers
   ASSERT_TRUE(record.ParseFromString(parked[0].second));
   EXPECT_EQ(record.attempts(), 5u);
   // The cursor moved with the parked record, in the same write.
-  std::string bytes;
-  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
   v1::internal::SubscriptionState state;
-  ASSERT_TRUE(state.ParseFromString(bytes));
+  ASSERT_NO_FATAL_FAILURE(StoredState(&state));
   EXPECT_EQ(state.cursor(), 1u);
   // Parked already: nothing to park.
   EXPECT_EQ(engine->ParkNow(1, 2000).code(), store::StatusCode::kNotFound);
@@ -407,10 +408,8 @@ TEST_F(LaneTest, EventsAcknowledgedAheadAreNotSentAgainAfterAReconnect) {
     ASSERT_TRUE(engine->Persist(true).ok());
     EXPECT_EQ(engine->cursor(), 1u);
   }
-  std::string bytes;
-  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
   v1::internal::SubscriptionState state;
-  ASSERT_TRUE(state.ParseFromString(bytes));
+  ASSERT_NO_FATAL_FAILURE(StoredState(&state));
   EXPECT_EQ(state.cursor(), 1u);
   ASSERT_EQ(state.acked_ahead_size(), 1);
   EXPECT_EQ(state.acked_ahead(0), 51u);
@@ -448,10 +447,8 @@ TEST_F(LaneTest, AnEventAcknowledgedAheadStaysRememberedAfterTheReaderPassesIt) 
     EXPECT_EQ(engine->cursor(), 0u);
     ASSERT_TRUE(engine->Persist(true).ok());
   }
-  std::string bytes;
-  ASSERT_TRUE(store_->GetSubscription("team", &bytes).ok());
   v1::internal::SubscriptionState state;
-  ASSERT_TRUE(state.ParseFromString(bytes));
+  ASSERT_NO_FATAL_FAILURE(StoredState(&state));
   SubscriptionEngine again(hub_.get(), store_.get(), state);
   // Only 1 and what the cursor could not pass come again; 61 never does.
   auto sent = Positions(Drain(&again, 0));
