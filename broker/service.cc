@@ -20,6 +20,9 @@ namespace {
 using icr::v1::CareEvent;
 
 constexpr size_t kMaxStreamPendingEvents = 20000;
+// A Subscribe batch stops at about this many event bytes (a client's default
+// receive limit is 4 MiB).
+constexpr size_t kMaxBatchBytes = 1 << 20;
 // Answers waiting to be written before a stream stops reading.
 constexpr size_t kMaxStreamUnwrittenResponses = 1024;
 
@@ -276,6 +279,60 @@ grpc::ByteBuffer EventResponse(const store::EventPtr& event, uint32_t attempt) {
   return grpc::ByteBuffer(slices, 2);
 }
 
+// The bytes of one event for the wire: its stored bytes shared by reference
+// count, or (not from the store, which cannot happen there) serialised now.
+grpc::Slice EventSlice(const store::EventPtr& event) {
+  if (event->encoded.empty()) return grpc::Slice(event->event.SerializeAsString());
+  auto* keep = new store::EventPtr(event);
+  return grpc::Slice(const_cast<char*>(event->encoded.data()), event->encoded.size(),
+                     [](void* p) { delete static_cast<store::EventPtr*>(p); }, keep);
+}
+
+size_t VarintSize(uint64_t value) {
+  size_t n = 1;
+  while (value >= 0x80) {
+    value >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+// A SubscribeResponse carrying `batch` (field 5, an EventBatch), built like
+// EventResponse around the events' stored bytes. Each BatchedEvent is
+// event (field 1, length-delimited) then delivery_attempt (field 2).
+grpc::ByteBuffer BatchResponse(const std::vector<Delivery>& batch) {
+  std::vector<grpc::Slice> events;
+  events.reserve(batch.size());
+  size_t body = 0;
+  std::vector<size_t> item_sizes;
+  item_sizes.reserve(batch.size());
+  for (const Delivery& d : batch) {
+    events.push_back(EventSlice(d.event));
+    const size_t n = events.back().size();
+    const size_t item = 1 + VarintSize(n) + n + 1 + VarintSize(d.attempt);
+    item_sizes.push_back(item);
+    body += 1 + VarintSize(item) + item;
+  }
+  std::vector<grpc::Slice> slices;
+  slices.reserve(2 * batch.size() + 1);
+  std::string glue;  // the bytes between one event's bytes and the next's
+  glue.push_back(static_cast<char>(5 << 3 | 2));
+  PutVarint(&glue, body);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    glue.push_back(static_cast<char>(1 << 3 | 2));  // EventBatch.events
+    PutVarint(&glue, item_sizes[i]);
+    glue.push_back(static_cast<char>(1 << 3 | 2));  // BatchedEvent.event
+    PutVarint(&glue, events[i].size());
+    slices.emplace_back(glue);
+    slices.push_back(std::move(events[i]));
+    glue.clear();
+    glue.push_back(static_cast<char>(2 << 3 | 0));  // BatchedEvent.delivery_attempt
+    PutVarint(&glue, batch[i].attempt);
+  }
+  slices.emplace_back(glue);
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
 grpc::ByteBuffer MessageBuffer(const google::protobuf::Message& message) {
   grpc::Slice slice(message.SerializeAsString());
   return grpc::ByteBuffer(&slice, 1);
@@ -312,13 +369,15 @@ class SubscribeSession final : public Session,
 
   // Adds a stream. False if the session is over (its last stream left) or
   // already has its one stream (not a group).
-  bool Join(SubscribeWriter* reactor, grpc::CallbackServerContext* ctx, uint64_t* id) {
+  bool Join(SubscribeWriter* reactor, grpc::CallbackServerContext* ctx, uint32_t max_batch,
+            uint64_t* id) {
     std::lock_guard<std::recursive_mutex> lock(mu_);
     if (closed_ || (!group_ && !members_.empty())) return false;
     *id = next_member_++;
     Member& m = members_[*id];
     m.reactor = reactor;
     m.ctx = ctx;
+    m.max_batch = max_batch;
     m.last_write = NowMicros();
     if (*id == 1) {
       // Woken by the hub when events are queued to it at the tail.
@@ -446,6 +505,11 @@ class SubscribeSession final : public Session,
     SubscribeWriter* reactor = nullptr;
     grpc::CallbackServerContext* ctx = nullptr;
     grpc::ByteBuffer buffer;  // the write in progress
+    uint32_t max_batch = 1;   // events per message (SubscribeRequest.max_batch)
+    // Taken from the engine but past the size limit of the last batch: sent
+    // first in the next one. Dropped if the stream ends: it is in flight,
+    // unacknowledged, and a durable subscription sends it again.
+    std::optional<Delivery> held;
     int64_t last_write = 0;   // when the last write started
     bool writing = false;
     bool finished = false;
@@ -508,14 +572,41 @@ class SubscribeSession final : public Session,
   bool PumpMember(uint64_t id, Member* m) {
     int64_t now = NowMicros();
     std::optional<Delivery> next;
-    store::Status s = engine_->Next(now, &next, id);
+    store::Status s;
+    if (m->held) {
+      next = std::move(m->held);
+      m->held.reset();
+    } else {
+      s = engine_->Next(now, &next, id);
+    }
     if (!s.ok()) {
       for (auto& [other_id, other] : members_) FinishLocked(&other, ToGrpc(s));
       return false;
     }
     if (!next) return true;
     const CareEvent& event = next->event->event;
-    if (summary_changes_) {
+    if (m->max_batch > 1) {
+      // Whatever else is ready goes in the same message.
+      std::vector<Delivery> batch{std::move(*next)};
+      size_t bytes = batch.front().event->encoded.size();
+      while (batch.size() < m->max_batch) {
+        std::optional<Delivery> more;
+        s = engine_->Next(now, &more, id);
+        if (!s.ok()) {
+          for (auto& [other_id, other] : members_) FinishLocked(&other, ToGrpc(s));
+          return false;
+        }
+        if (!more) break;
+        const size_t n = more->event->encoded.size();
+        if (bytes + n > kMaxBatchBytes) {
+          m->held = std::move(more);
+          break;
+        }
+        bytes += n;
+        batch.push_back(std::move(*more));
+      }
+      m->buffer = BatchResponse(batch);
+    } else if (summary_changes_) {
       icr::v1::SubscribeResponse response;
       auto* changed = response.mutable_summary_changed();
       changed->set_position(event.position());
@@ -581,13 +672,13 @@ class SubscribeReactor final : public SubscribeWriter {
 
   // Starts the stream on a new session (`added`: register it with the hub)
   // or joins an existing group's.
-  void Begin(std::shared_ptr<SubscribeSession> session, bool added) {
+  void Begin(std::shared_ptr<SubscribeSession> session, bool added, uint32_t max_batch) {
     if (added && !config_.hub->Add(session)) {
       Finish({grpc::StatusCode::UNAVAILABLE,
               "the broker is shutting down; reconnect to resume from your cursor"});
       return;
     }
-    if (!session->Join(this, ctx_, &member_)) {
+    if (!session->Join(this, ctx_, max_batch, &member_)) {
       Finish({grpc::StatusCode::UNAVAILABLE,
               "the subscription's streams are closing; reconnect to resume from its cursor"});
       return;
@@ -749,8 +840,14 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   for (auto g : {CheckRange("ack_timeout_ms", request->ack_timeout_ms(), 1000, 3600000),
                  CheckRange("max_attempts", request->max_attempts(), 1, 100),
                  CheckRange("max_in_flight", request->max_in_flight(), 1, 10000),
-                 CheckRange("heartbeat_ms", request->heartbeat_ms(), 100, 3600000)}) {
+                 CheckRange("heartbeat_ms", request->heartbeat_ms(), 100, 3600000),
+                 CheckRange("max_batch", request->max_batch(), 1, 1000)}) {
     if (!g.ok()) return fail(g);
+  }
+  const uint32_t max_batch = std::max<uint32_t>(request->max_batch(), 1);
+  if (max_batch > 1 && request->summary_changes()) {
+    return fail(Invalid("max_batch: batches carry events; with summary_changes each summary is "
+                        "sent on its own (leave max_batch unset)"));
   }
   const uint32_t heartbeat_ms = request->heartbeat_ms() == 0 ? 15000 : request->heartbeat_ms();
   // Team routing: the team must be registered; its role and Place decide
@@ -782,7 +879,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     route(engine.get());
     auto session = std::make_shared<SubscribeSession>(
         config_, std::move(engine), heartbeat_ms, request->summary_changes(), false, "");
-    reactor->Begin(session, /*added=*/true);
+    reactor->Begin(session, /*added=*/true, max_batch);
     return reactor;
   }
 
@@ -820,7 +917,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
                          "': every member of a consumer group must send the same filter, "
                          "summary_changes and position_order as the connected members"});
       }
-      reactor->Begin(held, /*added=*/false);
+      reactor->Begin(held, /*added=*/false, max_batch);
       return reactor;
     }
     if (request->group() && held) {
@@ -876,7 +973,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
                                                     request->summary_changes(), request->group(),
                                                     filter_bytes);
   config_.hub->HandOverDurable(name, placeholder.get(), session);
-  reactor->Begin(session, /*added=*/true);
+  reactor->Begin(session, /*added=*/true, max_batch);
   return reactor;
 }
 

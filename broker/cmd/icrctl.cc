@@ -1352,6 +1352,9 @@ class Acker {
 bool BuildSubscribeRequest(const TailOptions& t, icr::v1::SubscribeRequest* r, std::string* error) {
   r->set_subscription(t.name);
   r->set_heartbeat_ms(15000);  // sent explicitly: in proto3 an unset 0 reads as "off"
+  // Several events per message when a backlog is ready (catching up from
+  // earliest); at the tail each still comes at once. Output is the same.
+  r->set_max_batch(256);
   auto* f = r->mutable_filter();
   for (const auto& name : t.types) {
     icr::v1::EventType v;
@@ -1433,14 +1436,26 @@ int RunTail(const GlobalOptions& g, const TailOptions& t) {
   icr::v1::SubscribeResponse response;
   uint64_t events = 0;
   bool stdout_failed = false;
+  // Prints one event; false when tail should stop (stdout failed, or --count
+  // reached). Events of a batch past --count are not acknowledged, so a
+  // durable subscription delivers them again next time.
+  auto print = [&](const icr::v1::CareEvent& event) {
+    if (!Out(jsonio::EventToJson(event))) {
+      stdout_failed = true;
+      return false;
+    }
+    if (acker) acker->Add(event.position());
+    return !(t.count > 0 && ++events >= t.count);
+  };
   while (reader->Read(&response)) {
     if (response.has_event()) {
-      if (!Out(jsonio::EventToJson(response.event()))) {
-        stdout_failed = true;
-        break;
+      if (!print(response.event())) break;
+    } else if (response.has_batch()) {
+      bool go_on = true;
+      for (const auto& b : response.batch().events()) {
+        if (!(go_on = print(b.event()))) break;
       }
-      if (acker) acker->Add(response.event().position());
-      if (t.count > 0 && ++events >= t.count) break;
+      if (!go_on) break;
     } else if (response.has_heartbeat() && t.heartbeats) {
       if (!Out(jsonio::EventToJson(response))) {
         stdout_failed = true;

@@ -16,6 +16,8 @@
 //      recorded, the daemon is killed, restarted (time to ready) and every
 //      acknowledged event is read back (lost must be 0).
 //   W7 idle Subscribe streams: daemon RSS before and after, KB per stream.
+//   catchup: one subscriber reads the history store from position 1, one
+//      event per message and in batches (SubscribeRequest.max_batch).
 //
 // The daemon is pinned to CPU 0 and this load generator to CPU 1
 // (sched_setaffinity; --broker-cpu, --bench-cpu, --no-pin).
@@ -76,7 +78,7 @@ namespace fs = std::filesystem;
 // ---------------------------------------------------------------------------
 
 struct Config {
-  std::vector<std::string> workloads = {"w3", "w4", "w5", "w6", "w7"};
+  std::vector<std::string> workloads = {"w3", "w4", "w5", "w6", "w7", "catchup"};
   std::string broker_bin = ICR_BROKER_BIN;
   int broker_cpu = 0;
   int bench_cpu = 1;
@@ -114,6 +116,9 @@ struct Config {
   // W7
   std::vector<int> w7_streams = {1000, 5000, 10000};
   int w7_streams_per_channel = 100;
+  // catchup: a subscriber reading the history store from position 1
+  uint64_t catchup_events = 1000000;
+  std::vector<int> catchup_batches = {1, 256};
 };
 
 bool g_failed = false;
@@ -1354,6 +1359,79 @@ json RunW6(const Config& cfg, HistoryStore* hs, int round, Table* table, json* i
 }
 
 // ---------------------------------------------------------------------------
+// catchup: one subscriber reading a backlog from disk, one event per message
+// versus batches (SubscribeRequest.max_batch)
+// ---------------------------------------------------------------------------
+
+json RunCatchup(const Config& cfg, HistoryStore* hs, int round, Table* table, json* info) {
+  std::unique_ptr<Daemon> d;
+  if (!PrepareHistory(cfg, hs, &d, info)) return {};
+  auto stub = d->Stub();
+  auto st = GetStatus(stub.get());
+  const uint64_t total = std::min<uint64_t>(cfg.catchup_events, st ? st->last_position() : 0);
+  if (total == 0) {
+    Fail("catchup: the history store is empty");
+    return {};
+  }
+  // Reads positions 1..total in position order; events/s and broker CPU.
+  auto read = [&](uint32_t max_batch, double* seconds, double* cpu, uint64_t* messages) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1200));
+    icr::v1::SubscribeRequest req;
+    req.mutable_start()->set_position(1);
+    req.set_position_order(true);
+    req.set_heartbeat_ms(1000);
+    req.set_max_batch(max_batch);
+    const double cpu0 = PidCpuSeconds(d->pid()).value_or(0);
+    const int64_t t0 = NowNs();
+    auto reader = stub->Subscribe(&ctx, req);
+    icr::v1::SubscribeResponse resp;
+    uint64_t next = 1;
+    *messages = 0;
+    auto check = [&](const CareEvent& e) {
+      if (e.position() != next) {
+        Fail("catchup: position " + std::to_string(e.position()) + " where " +
+             std::to_string(next) + " was due");
+      }
+      next = e.position() + 1;
+    };
+    while (next <= total && reader->Read(&resp)) {
+      if (resp.has_event()) {
+        ++*messages;
+        check(resp.event());
+      } else if (resp.has_batch()) {
+        ++*messages;
+        for (const auto& b : resp.batch().events()) check(b.event());
+      }
+    }
+    *seconds = static_cast<double>(NowNs() - t0) / 1e9;
+    *cpu = PidCpuSeconds(d->pid()).value_or(0) - cpu0;
+    ctx.TryCancel();
+    reader->Finish();
+    if (next <= total) Fail("catchup: the stream ended at position " + std::to_string(next));
+  };
+  double seconds = 0, cpu = 0;
+  uint64_t messages = 0;
+  read(256, &seconds, &cpu, &messages);  // warm the page and block caches (not reported)
+  json r = {{"round", round}, {"events", total}, {"runs", json::array()}};
+  for (int b : cfg.catchup_batches) {
+    read(static_cast<uint32_t>(b), &seconds, &cpu, &messages);
+    const double rate = static_cast<double>(total) / seconds;
+    std::fprintf(stderr, "[catchup round %d] max_batch %d: %llu events in %.2f s (%.0f/s), "
+                 "%llu messages, broker %.1f us CPU per event\n",
+                 round, b, static_cast<unsigned long long>(total), seconds, rate,
+                 static_cast<unsigned long long>(messages), cpu * 1e6 / static_cast<double>(total));
+    r["runs"].push_back({{"max_batch", b}, {"seconds", seconds}, {"events_per_s", rate},
+                         {"messages", messages}, {"broker_cpu_seconds", cpu}});
+    table->Add(std::to_string(b), {static_cast<double>(total), rate,
+                                   static_cast<double>(messages),
+                                   cpu * 1e6 / static_cast<double>(total)});
+  }
+  d->Stop();
+  return r;
+}
+
+// ---------------------------------------------------------------------------
 // W7: idle subscriber streams
 // ---------------------------------------------------------------------------
 
@@ -1437,9 +1515,9 @@ int main(int argc, char** argv) {
   Config cfg;
   CLI::App app{"icr_broker_bench: workloads W3-W7 (fan-out, urgent lane, history reads, kill -9 "
                "recovery, idle streams) against the icr-broker daemon"};
-  app.add_option("--workload", cfg.workloads, "w3,w4,w5,w6,w7 (comma list)")
+  app.add_option("--workload", cfg.workloads, "w3,w4,w5,w6,w7,catchup (comma list)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"w3", "w4", "w5", "w6", "w7"}))
+      ->check(CLI::IsMember({"w3", "w4", "w5", "w6", "w7", "catchup"}))
       ->capture_default_str();
   app.add_option("--broker-bin", cfg.broker_bin, "the icr-broker executable")->capture_default_str();
   app.add_option("--broker-cpu", cfg.broker_cpu, "CPU the daemon is pinned to")->capture_default_str();
@@ -1503,6 +1581,14 @@ int main(int argc, char** argv) {
   app.add_option("--w7-streams-per-channel", cfg.w7_streams_per_channel,
                  "W7 streams multiplexed on one channel")
       ->capture_default_str();
+  app.add_option("--catchup-events", cfg.catchup_events,
+                 "catchup: events read from position 1 (at most what the history store holds)")
+      ->capture_default_str();
+  app.add_option("--catchup-batches", cfg.catchup_batches,
+                 "catchup: SubscribeRequest.max_batch values compared")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (cfg.smoke) {
     cfg.w3_subscribers = {10};
@@ -1518,6 +1604,7 @@ int main(int argc, char** argv) {
     cfg.w5_warm_reads = 200;
     cfg.w6_load_seconds = 1.5;
     cfg.w7_streams = {100};
+    cfg.catchup_events = 20000;
     cfg.drain_seconds = 10;
     cfg.repeat = 1;
   }
@@ -1617,6 +1704,10 @@ int main(int argc, char** argv) {
             "RSS after closing MiB"},
            {"num", "num", "%.1f", "%.1f", "%.1f", "%.1f"});
 
+  Table tc("Catch-up: one subscriber reads the history store from position 1, position order",
+           {"max_batch", "events", "events/s", "messages", "broker us CPU per event"},
+           {"num", "num", "num", "%.1f"});
+
   HistoryStore hs;
   json info = json::object();
   for (int round = 1; round <= cfg.repeat; ++round) {
@@ -1625,6 +1716,7 @@ int main(int argc, char** argv) {
     if (Has(cfg, "w5")) report["w5"].push_back(RunW5(cfg, &hs, round, &t5, &info));
     if (Has(cfg, "w6")) report["w6"].push_back(RunW6(cfg, &hs, round, &t6, &info));
     if (Has(cfg, "w7")) report["w7"].push_back(RunW7(cfg, round, &t7));
+    if (Has(cfg, "catchup")) report["catchup"].push_back(RunCatchup(cfg, &hs, round, &tc, &info));
   }
   if (info.contains("history_store")) report["history_store"] = info["history_store"];
 
@@ -1657,6 +1749,7 @@ int main(int argc, char** argv) {
     t7.Print();
     std::printf("\nTarget: <= 50 KiB per idle stream.\n");
   }
+  if (Has(cfg, "catchup")) tc.Print();
   report["machine"]["load_average_at_end"] = LoadAvg();
   report["ok"] = !g_failed;
   if (!cfg.json_path.empty()) {

@@ -294,6 +294,109 @@ TEST(RoutingE2ETest, ASubscriberThatFallsBehindAtTheTailReadsTheLogAndLosesNothi
   reader->Finish();
 }
 
+TEST(RoutingE2ETest, BatchedDeliveryPacksWhatIsReadyAndLosesNothing) {
+  TempDir dir;
+  TestBroker broker(dir.path());
+  auto stub = broker.NewStub();
+  // Refused: out of range, and with summaries.
+  for (auto [max_batch, summaries] : {std::pair{1001u, false}, std::pair{8u, true}}) {
+    v1::SubscribeRequest bad;
+    bad.set_max_batch(max_batch);
+    bad.set_summary_changes(summaries);
+    auto ctx = Context();
+    auto reader = stub->Subscribe(ctx.get(), bad);
+    v1::SubscribeResponse r;
+    EXPECT_FALSE(reader->Read(&r));
+    grpc::Status st = reader->Finish();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(st.error_message().find("max_batch"), std::string::npos) << st.error_message();
+  }
+
+  // A backlog of 3,000 events, a third of them referrals of about 4 KB,
+  // read by a durable subscriber in batches of up to 1,000 that acknowledges
+  // each batch.
+  constexpr size_t kEvents = 3000;
+  auto events = Admissions(kEvents, v1::ROUTINE);
+  std::string needs;
+  while (needs.size() < 3900) needs += "Needs help washing, dressing and with meals. ";
+  for (size_t i = 1000; i < 2000; ++i) {
+    events[i] = ReferralEvent(TestNhsNumber(i % 5000), "big-" + std::to_string(i));
+    events[i].mutable_discharge_referral()->mutable_needs()->set_summary(needs);
+  }
+  auto positions = PublishAll(stub.get(), events);
+  ASSERT_EQ(positions.size(), kEvents);
+
+  v1::SubscribeRequest req;
+  req.set_subscription("batched");
+  req.mutable_start()->set_earliest(true);
+  req.set_position_order(true);
+  req.set_max_batch(1000);
+  req.set_max_in_flight(10000);
+  auto ctx = Context(60s);
+  auto reader = stub->Subscribe(ctx.get(), req);
+  v1::SubscribeResponse r;
+  uint64_t expected = positions.front();
+  size_t count = 0, messages = 0, largest = 0, cut_by_size = 0;
+  while (count < kEvents && reader->Read(&r)) {
+    if (r.has_heartbeat()) continue;
+    ASSERT_TRUE(r.has_batch()) << "with max_batch set, events come in batches";
+    ++messages;
+    ASSERT_GE(r.batch().events_size(), 1);
+    ASSERT_LE(r.batch().events_size(), 1000);
+    ASSERT_LE(r.ByteSizeLong(), (1u << 20) + 64 * 1024) << "a batch past the size limit";
+    if (r.ByteSizeLong() > 900 * 1024) ++cut_by_size;
+    largest = std::max<size_t>(largest, r.batch().events_size());
+    std::vector<uint64_t> acks;
+    for (const auto& b : r.batch().events()) {
+      ASSERT_EQ(b.event().position(), expected) << "a gap or a duplicate";
+      EXPECT_EQ(b.delivery_attempt(), 1u);
+      EXPECT_EQ(b.event().source_message_id(),
+                events[expected - positions.front()].source_message_id());
+      acks.push_back(b.event().position());
+      ++expected;
+      ++count;
+    }
+    Ack(stub.get(), "batched", acks);
+  }
+  EXPECT_EQ(count, kEvents);
+  EXPECT_GE(largest, 100u) << "a backlog fills batches";
+  EXPECT_GE(cut_by_size, 2u) << "4 MB of referrals must be split at the size limit";
+  EXPECT_LT(messages, kEvents / 10);
+  ctx->TryCancel();
+  while (reader->Read(&r)) {
+  }
+  reader->Finish();
+
+  // At the tail, an event is sent at once, alone (nothing waits for a batch).
+  v1::SubscribeRequest tail;
+  tail.set_max_batch(1000);
+  // The durable stream just closed may still be counted as following.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (Status(stub.get()).subscriptions_following() != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ctx = Context(30s);
+  reader = stub->Subscribe(ctx.get(), tail);
+  deadline = std::chrono::steady_clock::now() + 10s;
+  while (Status(stub.get()).subscriptions_following() == 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_EQ(Status(stub.get()).subscriptions_following(), 1u);
+  auto one = PublishAll(stub.get(), Admissions(1, v1::URGENT, 7000));
+  ASSERT_EQ(one.size(), 1u);
+  do {
+    ASSERT_TRUE(reader->Read(&r));
+  } while (r.has_heartbeat());
+  ASSERT_EQ(r.batch().events_size(), 1);
+  EXPECT_EQ(r.batch().events(0).event().position(), one.front());
+  ctx->TryCancel();
+  while (reader->Read(&r)) {
+  }
+  reader->Finish();
+}
+
 TEST(RoutingE2ETest, AConsumerGroupSharesTheWorkKeepsEachPersonsOrderAndSurvivesAMemberLeaving) {
   TempDir dir;
   TestBroker broker(dir.path());
