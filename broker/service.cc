@@ -1269,6 +1269,9 @@ grpc::ServerUnaryReactor* BrokerService::GetStatus(grpc::CallbackServerContext* 
   response->set_data_dir(config_.data_dir);
   response->set_subscriptions_following(static_cast<uint32_t>(config_.hub->followers()));
   response->set_subscribers_cut_off(config_.subscribers_cut_off->load(std::memory_order_relaxed));
+  const store::StoreStats stats = config_.store->Stats();
+  response->set_write_groups(stats.write_batches);
+  response->set_write_groups_cut(stats.groups_cut);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -413,6 +413,13 @@ class RocksDbStore final : public EventStore {
 
   void WriterLoop();
   void CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng);
+  // Cuts a group without urgent calls short when an urgent call is waiting:
+  // the group's calls from `from` on go back to the front of the queue (none
+  // of them has been written) and the group is closed early. Not when one of
+  // them shares an origin with a waiting urgent call (that call may have
+  // jumped the queue only because these were already taken: its stream's
+  // order must hold). True if the group was cut.
+  bool ReturnToQueue(std::vector<PendingCall>* group, size_t from);
   // The stored original of an idempotency key; kNotFound if there is none.
   // Turns an idempotency-CF lookup (status and value) into the original
   // event's result; kNotFound when there was no record.
@@ -455,6 +462,9 @@ class RocksDbStore final : public EventStore {
   std::deque<PendingCall> queue_;
   std::unordered_map<std::string, uint32_t> queued_people_;
   size_t queued_events_ = 0;
+  // urgent_queue_ is not empty (read by the writer between the calls of a
+  // group without taking mu_).
+  std::atomic<bool> urgent_waiting_{false};
   bool accepting_ = false;
   bool stop_ = false;
 
@@ -473,6 +483,7 @@ class RocksDbStore final : public EventStore {
   std::atomic<uint64_t> appended_events_{0};
   std::atomic<uint64_t> duplicate_events_{0};
   std::atomic<uint64_t> write_batches_{0};
+  std::atomic<uint64_t> groups_cut_{0};
 };
 
 // ---------------------------------------------------------------------------
@@ -737,6 +748,7 @@ void RocksDbStore::AppendOrdered(std::vector<CareEvent> events, uint64_t origin,
       }
       if (jump) {
         urgent_queue_.push_back(PendingCall{std::move(events), std::move(done), origin});
+        urgent_waiting_.store(true, std::memory_order_relaxed);
       } else {
         if (origin != 0) {
           for (const CareEvent& e : events) ++queued_people_[OriginKey(origin, e.nhs_number())];
@@ -792,6 +804,7 @@ void RocksDbStore::WriterLoop() {
         q->pop_front();
       }
       queued_events_ -= taken;
+      if (urgent_queue_.empty()) urgent_waiting_.store(false, std::memory_order_relaxed);
     }
     if (!group.empty()) {
       const uint64_t before = write_batches_.load(std::memory_order_relaxed);
@@ -888,7 +901,16 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
     txn.emplace(db_.get(), cfs_[kState], &batch, options_.state_machine.get());
   }
 
+  const bool urgent_group = std::any_of(group->begin(), group->end(), [](const PendingCall& call) {
+    return CarriesUrgent(call.events);
+  });
   for (size_t c = 0; c < group->size(); ++c) {
+    // An urgent call waiting: close this group at the call boundary rather
+    // than make it wait for the rest (a call itself is never split).
+    if (c > 0 && !urgent_group && urgent_waiting_.load(std::memory_order_relaxed) &&
+        ReturnToQueue(group, c)) {
+      break;
+    }
     PendingCall& call = (*group)[c];
     batch.SetSavePoint();
     if (txn) txn->BeginCall();
@@ -1007,6 +1029,27 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
   for (size_t c = 0; c < group->size(); ++c) {
     InvokeNoThrow("an append callback", (*group)[c].done, call_status[c], std::move(results[c]));
   }
+}
+
+bool RocksDbStore::ReturnToQueue(std::vector<PendingCall>* group, size_t from) {
+  std::lock_guard lk(mu_);
+  for (const PendingCall& urgent : urgent_queue_) {
+    if (urgent.origin == 0) continue;
+    for (size_t c = from; c < group->size(); ++c) {
+      if ((*group)[c].origin == urgent.origin) return false;
+    }
+  }
+  for (size_t c = group->size(); c-- > from;) {
+    PendingCall& call = (*group)[c];
+    if (call.origin != 0) {
+      for (const CareEvent& e : call.events) ++queued_people_[OriginKey(call.origin, e.nhs_number())];
+    }
+    queued_events_ += call.events.size();
+    queue_.push_front(std::move(call));
+  }
+  group->resize(from);
+  groups_cut_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 // ---------------------------------------------------------------------------
@@ -1386,6 +1429,7 @@ StoreStats RocksDbStore::Stats() const {
   s.appended_events = appended_events_.load(std::memory_order_relaxed);
   s.duplicate_events = duplicate_events_.load(std::memory_order_relaxed);
   s.write_batches = write_batches_.load(std::memory_order_relaxed);
+  s.groups_cut = groups_cut_.load(std::memory_order_relaxed);
   return s;
 }
 

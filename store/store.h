@@ -61,6 +61,7 @@ struct StoreStats {
   uint64_t appended_events = 0;   // new events stored since open
   uint64_t duplicate_events = 0;  // resends answered since open
   uint64_t write_batches = 0;     // synced write batches since open (group commits)
+  uint64_t groups_cut = 0;        // groups closed early for a waiting urgent call
 };
 
 // Derived state kept beside the log (the `state` column family): workflow

@@ -865,6 +865,7 @@ json RunW4(const Config& cfg, int round, Table* table) {
     SubReactor only_urgent(prefix, total, warm, true);
     icr::v1::SubscribeRequest req;
     req.mutable_start()->set_latest(true);
+    const auto status0 = GetStatus(stub_all.get());
     all.Begin(stub_all.get(), req);
     req.mutable_filter()->add_priorities(icr::v1::URGENT);
     only_urgent.Begin(stub_urgent.get(), req);
@@ -922,7 +923,16 @@ json RunW4(const Config& cfg, int round, Table* table) {
     const double bulk_rate = static_cast<double>(bulk1 - bulk0) / window_s;
     const double bulk_del = static_cast<double>(bdel1 - bdel0) / window_s;
     const double cores = (bcpu1 - bcpu0) / window_s;
+    // Write groups in the phase, and how many were closed early for an
+    // urgent publish.
+    const auto status1 = GetStatus(stub_all.get());
+    uint64_t groups = 0, groups_cut = 0;
+    if (status0 && status1) {
+      groups = status1->write_groups() - status0->write_groups();
+      groups_cut = status1->write_groups_cut() - status0->write_groups_cut();
+    }
     json r = {{"phase", name}, {"round", round}, {"urgent_rate", cfg.w4_rate},
+              {"write_groups", groups}, {"write_groups_cut", groups_cut},
               {"urgent_expected", total}, {"urgent_acked", pub.acked},
               {"urgent_publish_errors", pub.errors},
               {"urgent_ack_from_schedule", ToJson(ack)},
@@ -940,9 +950,10 @@ json RunW4(const Config& cfg, int round, Table* table) {
     std::fprintf(stderr,
                  "[W4 round %d] %s: urgent ack p50 %.0f p99 %.0f us; e2e (urgent sub) p50 %.0f p99 "
                  "%.0f us; e2e (all sub) p50 %.0f p99 %.0f us; bulk %.0f/s (delivered %.0f/s), "
-                 "broker %.2f cores, other %.2f\n",
+                 "broker %.2f cores, other %.2f; %llu write groups, %llu cut short for urgent\n",
                  round, name.c_str(), ack.p50, ack.p99, e2e_u.p50, e2e_u.p99, e2e_a.p50, e2e_a.p99,
-                 bulk_rate, bulk_del, cores, other);
+                 bulk_rate, bulk_del, cores, other, static_cast<unsigned long long>(groups),
+                 static_cast<unsigned long long>(groups_cut));
     table->Add(name, {ack.p50 / 1000, ack.p99 / 1000, e2e_u.p50 / 1000, e2e_u.p99 / 1000,
                       e2e_a.p50 / 1000, e2e_a.p99 / 1000,
                       static_cast<double>(only_urgent.delivered()), static_cast<double>(total),

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -478,6 +479,138 @@ TEST_F(StoreTest, UrgentCallsOvertakeQueuedBulkButNotTheirOwnStreamsCallsAboutTh
   // (concurrent clients have no order between them).
   EXPECT_LT(position["urgent-other-p0"], position["bulk-p0"]);
   EXPECT_LT(position["urgent-own-p10"], position["bulk-p0"]);
+}
+
+// Holds the writer thread inside Apply for events whose message id starts
+// with "gate", until the test opens that gate.
+class GateMachine : public StateMachine {
+ public:
+  Status Apply(CareEvent* event, StateTxn*) override {
+    const std::string& id = event->source_message_id();
+    if (id.rfind("gate", 0) != 0) return Status::Ok();
+    std::unique_lock<std::mutex> lock(mu_);
+    entered_.insert(id);
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_.count(id) > 0; });
+    return Status::Ok();
+  }
+  bool Fold(std::string_view, const std::string* existing, const std::vector<std::string_view>&,
+            std::string* out) const override {
+    *out = existing ? *existing : std::string();
+    return true;
+  }
+  void AwaitEntered(const std::string& id) {
+    std::unique_lock<std::mutex> lock(mu_);
+    ASSERT_TRUE(cv_.wait_for(lock, std::chrono::seconds(20), [&] { return entered_.count(id) > 0; }))
+        << id << " never reached the writer";
+  }
+  void Open(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_.insert(id);
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<std::string> entered_, open_;
+};
+
+TEST_F(StoreTest, AnUrgentCallArrivingMidGroupClosesTheGroupAtTheNextCallBoundary) {
+  auto gate = std::make_shared<GateMachine>();
+  options_.state_machine = gate;
+  options_.bulk_share = 1.0;
+  OpenStore();
+  std::mutex mu;
+  std::map<std::string, uint64_t> position;  // first message id of a call -> its position
+  std::atomic<int> pending{0};
+  auto append = [&](std::vector<CareEvent> events, uint64_t origin) {
+    const std::string id = events.front().source_message_id();
+    ++pending;
+    store_->AppendOrdered(std::move(events), origin,
+                          [&, id](const Status& s, std::vector<AppendResult> r) {
+                            EXPECT_TRUE(s.ok()) << s.ToString();
+                            std::lock_guard<std::mutex> lock(mu);
+                            if (!r.empty()) position[id] = r[0].position;
+                            --pending;
+                          });
+  };
+  auto bulk = [&](const std::string& prefix, int n) {
+    std::vector<CareEvent> events;
+    for (int i = 0; i < n; ++i) {
+      // Only the first event of a call carries a gate id.
+      events.push_back(
+          MakeEvent(i == 0 ? prefix : "m" + std::to_string(i) + "-" + prefix, nhs_[i % 10]));
+      events.back().set_priority(icr::v1::BULK);
+    }
+    return events;
+  };
+  // The writer is held on a first call, while two bulk calls queue behind it
+  // (they then make one group), then held again inside the first of them.
+  append(bulk("gate-hold", 1), 0);
+  gate->AwaitEntered("gate-hold");
+  append(bulk("gate-a", 50), 5);
+  append(bulk("b", 50), 5);
+  gate->Open("gate-hold");
+  gate->AwaitEntered("gate-a");
+  // An urgent referral arrives while the group of a and b is being built.
+  CareEvent urgent = MakeEvent("urgent", nhs_[3]);
+  urgent.set_priority(icr::v1::URGENT);
+  append({urgent}, 0);
+  gate->Open("gate-a");
+  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  ASSERT_EQ(position.size(), 4u);
+  EXPECT_LT(position["gate-a"], position["urgent"]) << "a call is never split";
+  EXPECT_LT(position["urgent"], position["b"]) << "the urgent call waited for the whole group";
+  EXPECT_EQ(position["b"], position["urgent"] + 1) << "b was stored whole, after the urgent call";
+  EXPECT_EQ(store_->Stats().groups_cut, 1u);
+  EXPECT_EQ(store_->LastPosition(), 102u);
+  // b kept its own order and content.
+  auto all = ReadAll();
+  ASSERT_EQ(all.size(), 102u);
+  EXPECT_EQ(all[position["b"] - 1]->event.source_message_id(), "b");
+  EXPECT_EQ(all.back()->event.source_message_id(), "m49-b");
+}
+
+TEST_F(StoreTest, AGroupIsNotCutWhenTheWaitingUrgentCallIsFromTheSameStream) {
+  auto gate = std::make_shared<GateMachine>();
+  options_.state_machine = gate;
+  options_.bulk_share = 1.0;
+  OpenStore();
+  std::mutex mu;
+  std::map<std::string, uint64_t> position;
+  std::atomic<int> pending{0};
+  auto append = [&](CareEvent e, uint64_t origin) {
+    const std::string id = e.source_message_id();
+    ++pending;
+    store_->AppendOrdered({std::move(e)}, origin,
+                          [&, id](const Status& s, std::vector<AppendResult> r) {
+                            EXPECT_TRUE(s.ok()) << s.ToString();
+                            std::lock_guard<std::mutex> lock(mu);
+                            if (!r.empty()) position[id] = r[0].position;
+                            --pending;
+                          });
+  };
+  auto with_priority = [](CareEvent e, icr::v1::Priority p) {
+    e.set_priority(p);
+    return e;
+  };
+  append(with_priority(MakeEvent("gate-hold", nhs_[0]), icr::v1::BULK), 0);
+  gate->AwaitEntered("gate-hold");
+  append(with_priority(MakeEvent("gate-a", nhs_[1]), icr::v1::BULK), 9);
+  append(with_priority(MakeEvent("b-p2", nhs_[2]), icr::v1::BULK), 9);
+  gate->Open("gate-hold");
+  gate->AwaitEntered("gate-a");
+  // Stream 9's urgent call about person 2 was let past the queue because
+  // b-p2 had already been taken into the group: cutting the group would put
+  // it ahead of b-p2, against its stream's order.
+  append(with_priority(MakeEvent("urgent-p2", nhs_[2]), icr::v1::URGENT), 9);
+  gate->Open("gate-a");
+  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(position.size(), 4u);
+  EXPECT_LT(position["b-p2"], position["urgent-p2"]) << "stream order broken";
+  EXPECT_EQ(store_->Stats().groups_cut, 0u);
 }
 
 TEST_F(StoreTest, RejectsMalformedNhsNumberWithoutStoring) {
