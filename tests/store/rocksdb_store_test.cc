@@ -435,29 +435,49 @@ TEST_F(StoreTest, CallLargerThanBatchLimitIsNotSplit) {
   EXPECT_EQ(store_->Stats().write_batches, 1u);
 }
 
+// Appends calls without waiting and records where each landed: the position
+// of its first event, by that event's message id.
+class OrderedAppends {
+ public:
+  explicit OrderedAppends(EventStore* store) : store_(store) {}
+  void Add(std::vector<CareEvent> events, uint64_t origin) {
+    const std::string id = events.front().source_message_id();
+    ++pending_;
+    store_->AppendOrdered(std::move(events), origin,
+                          [this, id](const Status& s, std::vector<AppendResult> r) {
+                            EXPECT_TRUE(s.ok()) << s.ToString();
+                            std::lock_guard<std::mutex> lock(mu_);
+                            if (!r.empty()) position_[id] = r[0].position;
+                            --pending_;
+                          });
+  }
+  // Waits for every call's answer; then the positions by message id.
+  std::map<std::string, uint64_t> Wait() {
+    while (pending_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::lock_guard<std::mutex> lock(mu_);
+    return position_;
+  }
+
+ private:
+  EventStore* const store_;
+  std::mutex mu_;
+  std::map<std::string, uint64_t> position_;
+  std::atomic<int> pending_{0};
+};
+
+CareEvent WithPriority(CareEvent e, icr::v1::Priority p) {
+  e.set_priority(p);
+  return e;
+}
+
 TEST_F(StoreTest, UrgentCallsOvertakeQueuedBulkButNotTheirOwnStreamsCallsAboutThePerson) {
   // Small routine groups, so 300 queued bulk calls take many synced writes.
   options_.max_routine_batch_events = 2;
   options_.bulk_share = 1.0;
   OpenStore();
-  std::mutex mu;
-  std::map<std::string, uint64_t> position;  // message id -> position
-  std::atomic<int> pending{0};
-  auto append = [&](CareEvent e, uint64_t origin) {
-    const std::string id = e.source_message_id();
-    ++pending;
-    store_->AppendOrdered({std::move(e)}, origin,
-                          [&, id](const Status& s, std::vector<AppendResult> r) {
-                            EXPECT_TRUE(s.ok()) << s.ToString();
-                            std::lock_guard<std::mutex> lock(mu);
-                            if (!r.empty()) position[id] = r[0].position;
-                            --pending;
-                          });
-  };
-  auto with_priority = [](CareEvent e, icr::v1::Priority p) {
-    e.set_priority(p);
-    return e;
-  };
+  OrderedAppends appends(store_.get());
+  auto append = [&](CareEvent e, uint64_t origin) { appends.Add({std::move(e)}, origin); };
+  auto with_priority = WithPriority;
   // Stream 7 loads 150 bulk events about others, one about person 0, then
   // 150 more.
   for (int i = 0; i < 300; ++i) {
@@ -471,7 +491,7 @@ TEST_F(StoreTest, UrgentCallsOvertakeQueuedBulkButNotTheirOwnStreamsCallsAboutTh
   append(with_priority(MakeEvent("urgent-own-p0", nhs_[0]), icr::v1::URGENT), 7);
   append(with_priority(MakeEvent("urgent-other-p0", nhs_[0]), icr::v1::URGENT), 0);
   append(with_priority(MakeEvent("urgent-own-p10", nhs_[10]), icr::v1::URGENT), 7);
-  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::map<std::string, uint64_t> position = appends.Wait();
 
   ASSERT_EQ(position.size(), 304u);
   EXPECT_GT(position["urgent-own-p0"], position["bulk-p0"]) << "stream order broken";
@@ -521,19 +541,9 @@ TEST_F(StoreTest, AnUrgentCallArrivingMidGroupClosesTheGroupAtTheNextCallBoundar
   options_.state_machine = gate;
   options_.bulk_share = 1.0;
   OpenStore();
-  std::mutex mu;
-  std::map<std::string, uint64_t> position;  // first message id of a call -> its position
-  std::atomic<int> pending{0};
+  OrderedAppends appends(store_.get());
   auto append = [&](std::vector<CareEvent> events, uint64_t origin) {
-    const std::string id = events.front().source_message_id();
-    ++pending;
-    store_->AppendOrdered(std::move(events), origin,
-                          [&, id](const Status& s, std::vector<AppendResult> r) {
-                            EXPECT_TRUE(s.ok()) << s.ToString();
-                            std::lock_guard<std::mutex> lock(mu);
-                            if (!r.empty()) position[id] = r[0].position;
-                            --pending;
-                          });
+    appends.Add(std::move(events), origin);
   };
   auto bulk = [&](const std::string& prefix, int n) {
     std::vector<CareEvent> events;
@@ -558,7 +568,7 @@ TEST_F(StoreTest, AnUrgentCallArrivingMidGroupClosesTheGroupAtTheNextCallBoundar
   urgent.set_priority(icr::v1::URGENT);
   append({urgent}, 0);
   gate->Open("gate-a");
-  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::map<std::string, uint64_t> position = appends.Wait();
 
   ASSERT_EQ(position.size(), 4u);
   EXPECT_LT(position["gate-a"], position["urgent"]) << "a call is never split";
@@ -578,24 +588,9 @@ TEST_F(StoreTest, AGroupIsNotCutWhenTheWaitingUrgentCallIsFromTheSameStream) {
   options_.state_machine = gate;
   options_.bulk_share = 1.0;
   OpenStore();
-  std::mutex mu;
-  std::map<std::string, uint64_t> position;
-  std::atomic<int> pending{0};
-  auto append = [&](CareEvent e, uint64_t origin) {
-    const std::string id = e.source_message_id();
-    ++pending;
-    store_->AppendOrdered({std::move(e)}, origin,
-                          [&, id](const Status& s, std::vector<AppendResult> r) {
-                            EXPECT_TRUE(s.ok()) << s.ToString();
-                            std::lock_guard<std::mutex> lock(mu);
-                            if (!r.empty()) position[id] = r[0].position;
-                            --pending;
-                          });
-  };
-  auto with_priority = [](CareEvent e, icr::v1::Priority p) {
-    e.set_priority(p);
-    return e;
-  };
+  OrderedAppends appends(store_.get());
+  auto append = [&](CareEvent e, uint64_t origin) { appends.Add({std::move(e)}, origin); };
+  auto with_priority = WithPriority;
   append(with_priority(MakeEvent("gate-hold", nhs_[0]), icr::v1::BULK), 0);
   gate->AwaitEntered("gate-hold");
   append(with_priority(MakeEvent("gate-a", nhs_[1]), icr::v1::BULK), 9);
@@ -607,7 +602,7 @@ TEST_F(StoreTest, AGroupIsNotCutWhenTheWaitingUrgentCallIsFromTheSameStream) {
   // it ahead of b-p2, against its stream's order.
   append(with_priority(MakeEvent("urgent-p2", nhs_[2]), icr::v1::URGENT), 9);
   gate->Open("gate-a");
-  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::map<std::string, uint64_t> position = appends.Wait();
   ASSERT_EQ(position.size(), 4u);
   EXPECT_LT(position["b-p2"], position["urgent-p2"]) << "stream order broken";
   EXPECT_EQ(store_->Stats().groups_cut, 0u);
