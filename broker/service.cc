@@ -1272,6 +1272,8 @@ grpc::ServerUnaryReactor* BrokerService::GetStatus(grpc::CallbackServerContext* 
   const store::StoreStats stats = config_.store->Stats();
   response->set_write_groups(stats.write_batches);
   response->set_write_groups_cut(stats.groups_cut);
+  response->set_store_write_error(stats.write_error);
+  response->set_store_write_recoveries(stats.write_recoveries);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -12,10 +12,16 @@
 // published last position, so they see only committed events.
 //
 // Failure policy: a failed group write fails every call of the group and
-// rolls the positions back; the store then refuses further appends
-// (fail-stop) until it is reopened, because after a failed WAL write or sync
-// RocksDB cannot tell us whether the batch will reappear on recovery, and
-// reusing its positions could point idempotency records at other events.
+// rolls the positions back; the store then refuses further appends at once
+// (reads go on). With each later group (at most every kResumeInterval) the
+// writer asks RocksDB to resume (DB::Resume). Resuming flushes every memtable
+// and starts a new WAL, so the WAL that held the failed batch is never
+// replayed: the failed batch cannot reappear after a crash, and its
+// positions can be reused without pointing idempotency records at other
+// events. Only then does the writer take appends again, after re-reading the
+// last position and rebuilding the state machine's memory (the failed group
+// may have left it ahead of the store). An error RocksDB cannot resume from
+// (fatal) stays until the broker is restarted.
 //
 // Thread-safety: see store.h. Internally: mu_ guards the queue; db_mu_ guards
 // the lifetime of db_ (shared for every use, exclusive to close); the writer
@@ -82,6 +88,8 @@ constexpr char kSchemaVersionKey[] = "schema_version";
 constexpr char kSchemaVersion[] = "2";
 
 constexpr auto kRelaxedSyncInterval = std::chrono::milliseconds(100);
+// After a failed write, how often the writer tries to resume.
+constexpr auto kResumeInterval = std::chrono::milliseconds(200);
 
 // The one place where a rocksdb::Status becomes a Status. `what` says what the
 // store was doing ("writing 12 events"), `path` which data directory.
@@ -410,9 +418,16 @@ class RocksDbStore final : public EventStore {
   Status OpenDb();
   Status CheckSchema();
   Status RecoverLastPosition();
+  // Lets the state machine rebuild its memory from the stored state.
+  Status RecoverStateMachine();
 
   void WriterLoop();
   void CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng);
+  // Writer thread: records why writes are refused (OK: they are not).
+  void SetWriteError(Status s);
+  // Writer thread, with write_error_ set: tries to resume writing (see the
+  // failure policy above). True if the store takes writes again.
+  bool TryResume();
   // Cuts a group without urgent calls short when an urgent call is waiting:
   // the group's calls from `from` on go back to the front of the queue (none
   // of them has been written) and the group is closed early. Not when one of
@@ -479,11 +494,17 @@ class RocksDbStore final : public EventStore {
   // Writer thread only (and Open before the writer starts).
   int64_t last_recorded_micros_ = 0;
   Status write_error_;
+  bool resume_impossible_ = false;
+  std::chrono::steady_clock::time_point last_resume_attempt_{};
+  // A copy of write_error_'s message for Stats() (any thread).
+  mutable std::mutex error_mu_;
+  std::string write_error_text_;
 
   std::atomic<uint64_t> appended_events_{0};
   std::atomic<uint64_t> duplicate_events_{0};
   std::atomic<uint64_t> write_batches_{0};
   std::atomic<uint64_t> groups_cut_{0};
+  std::atomic<uint64_t> write_recoveries_{0};
 };
 
 // ---------------------------------------------------------------------------
@@ -510,14 +531,8 @@ Status RocksDbStore::Open() {
   if (!s.ok()) return s;
   s = RecoverLastPosition();
   if (!s.ok()) return s;
-  if (options_.state_machine) {
-    s = options_.state_machine->Recover(
-        [this](const std::string& prefix,
-               const std::function<bool(std::string_view, std::string_view)>& visit) {
-          return ScanState(prefix, visit);
-        });
-    if (!s.ok()) return s;
-  }
+  s = RecoverStateMachine();
+  if (!s.ok()) return s;
   {
     std::lock_guard lk(mu_);
     accepting_ = true;
@@ -561,6 +576,7 @@ Status RocksDbStore::OpenDb() {
   db_options.max_total_wal_size = 512u << 20;
   db_options.keep_log_file_num = 5;
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  if (options_.env != nullptr) db_options.env = options_.env;
   // One thread writes events; pipelining across writer groups does not help
   // it (measured: no gain for the single writer).
   db_options.enable_pipelined_write = false;
@@ -690,7 +706,10 @@ void RocksDbStore::Close() {
 
   std::unique_lock db_lk(db_mu_);
   if (!db_) return;
-  rocksdb::Status rs = db_->FlushWAL(/*sync=*/true);
+  // After a failed write the WAL file is in error: syncing it again would
+  // trip RocksDB's own checks. Nothing unsynced was acknowledged anyway.
+  rocksdb::Status rs =
+      write_error_.ok() ? db_->FlushWAL(/*sync=*/true) : rocksdb::Status::OK();
   if (!rs.ok()) {
     std::fprintf(stderr, "icr store: %s\n",
                  Rocks(rs, "syncing the WAL on close").ToString().c_str());
@@ -824,16 +843,18 @@ void RocksDbStore::WriterLoop() {
                      [this] { return stop_ || !urgent_queue_.empty(); });
       }
     }
-    if (relaxed && unsynced &&
+    if (relaxed && unsynced && write_error_.ok() &&
         std::chrono::steady_clock::now() - last_sync >= kRelaxedSyncInterval) {
       rocksdb::Status rs = db_->SyncWAL();
       last_sync = std::chrono::steady_clock::now();
       unsynced = false;
       if (!rs.ok() && write_error_.ok()) {
         Status s = Rocks(rs, "syncing the WAL (relaxed durability)");
-        write_error_ = Status::Unavailable(s.message() +
-                                           "; the store refuses writes until "
-                                           "it is reopened");
+        SetWriteError(Status(s.code() == StatusCode::kResourceExhausted
+                                 ? StatusCode::kResourceExhausted
+                                 : StatusCode::kUnavailable,
+                             s.message() + "; publishes are refused until the disk takes "
+                                           "writes again (the store retries by itself)"));
       }
     }
   }
@@ -864,7 +885,7 @@ Status RocksDbStore::ResolveStored(const rocksdb::Status& rs, const rocksdb::Sli
 }
 
 void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng) {
-  if (!write_error_.ok()) {
+  if (!write_error_.ok() && !TryResume()) {
     for (PendingCall& call : *group) {
       InvokeNoThrow("an append callback", call.done, write_error_, std::vector<AppendResult>());
     }
@@ -1009,9 +1030,10 @@ void RocksDbStore::CommitGroup(std::vector<PendingCall>* group, std::mt19937_64*
       Status failure = mapped.code() == StatusCode::kResourceExhausted
                            ? Status::ResourceExhausted(mapped.message() + "; nothing stored")
                            : Status::Unavailable(mapped.message() + "; nothing stored");
-      write_error_ = Status(failure.code(), mapped.message() +
-                                                "; the store refuses writes until it is "
-                                                "reopened");
+      SetWriteError(Status(failure.code(),
+                           mapped.message() +
+                               "; publishes are refused until the disk takes writes again "
+                               "(the store retries by itself); nothing stored"));
       for (size_t c = 0; c < group->size(); ++c) {
         InvokeNoThrow("an append callback", (*group)[c].done,
                       call_status[c].ok() ? failure : call_status[c], std::vector<AppendResult>());
@@ -1049,6 +1071,51 @@ bool RocksDbStore::ReturnToQueue(std::vector<PendingCall>* group, size_t from) {
   }
   group->resize(from);
   groups_cut_.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+Status RocksDbStore::RecoverStateMachine() {
+  if (!options_.state_machine) return Status::Ok();
+  return options_.state_machine->Recover(
+      [this](const std::string& prefix,
+             const std::function<bool(std::string_view, std::string_view)>& visit) {
+        return ScanState(prefix, visit);
+      });
+}
+
+void RocksDbStore::SetWriteError(Status s) {
+  write_error_ = std::move(s);
+  std::lock_guard lk(error_mu_);
+  write_error_text_ = write_error_.ok() ? std::string() : write_error_.message();
+}
+
+bool RocksDbStore::TryResume() {
+  if (resume_impossible_) return false;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_resume_attempt_ < kResumeInterval) return false;
+  last_resume_attempt_ = now;
+  rocksdb::Status rs = db_->Resume();
+  if (!rs.ok()) {
+    if (rs.severity() >= rocksdb::Status::Severity::kFatalError) {
+      resume_impossible_ = true;
+      SetWriteError(Status::Unavailable(
+          Rocks(rs, "resuming writes").message() +
+          "; the store cannot resume by itself: fix the disk, then restart the broker "
+          "(acknowledged events are safe); nothing stored"));
+    }
+    return false;
+  }
+  // The failed group may have run the state machine past what was stored.
+  Status s = RecoverLastPosition();
+  if (s.ok()) s = RecoverStateMachine();
+  if (!s.ok()) {
+    SetWriteError(Status::Unavailable("resuming writes: " + s.message() + "; nothing stored"));
+    return false;
+  }
+  std::fprintf(stderr, "icr store: writes resumed in %s after: %s\n", options_.data_dir.c_str(),
+               write_error_.message().c_str());
+  SetWriteError(Status::Ok());
+  write_recoveries_.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -1430,6 +1497,9 @@ StoreStats RocksDbStore::Stats() const {
   s.duplicate_events = duplicate_events_.load(std::memory_order_relaxed);
   s.write_batches = write_batches_.load(std::memory_order_relaxed);
   s.groups_cut = groups_cut_.load(std::memory_order_relaxed);
+  s.write_recoveries = write_recoveries_.load(std::memory_order_relaxed);
+  std::lock_guard lk(error_mu_);
+  s.write_error = write_error_text_;
   return s;
 }
 

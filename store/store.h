@@ -17,6 +17,12 @@
 //    and event id with duplicate = true. Within one call, a second event with
 //    the same key is a duplicate of the first.
 //  - Only committed events are visible to readers and to the commit listener.
+//  - A failed write (a full or failing disk) fails its calls with nothing
+//    stored (kResourceExhausted for a full disk, kUnavailable otherwise), and
+//    later calls fail the same way, at once, while reads go on. With each
+//    later call (at most every 200 ms) the store tries to resume; once the
+//    disk takes writes again, appends succeed with no restart (Stats()
+//    reports the error while it lasts).
 //
 // Thread-safety: every method may be called from any thread. `done` callbacks
 // and the commit listener run on the store's writer thread: they must not
@@ -32,6 +38,10 @@
 
 #include "icr/v1/events.pb.h"
 #include "store/status.h"
+
+namespace rocksdb {
+class Env;
+}
 
 namespace icr::store {
 
@@ -62,6 +72,10 @@ struct StoreStats {
   uint64_t duplicate_events = 0;  // resends answered since open
   uint64_t write_batches = 0;     // synced write batches since open (group commits)
   uint64_t groups_cut = 0;        // groups closed early for a waiting urgent call
+  // Empty while the store takes writes; otherwise why it refuses them (a
+  // full or failing disk). It retries by itself (the contract above).
+  std::string write_error;
+  uint64_t write_recoveries = 0;  // times writing resumed after such an error
 };
 
 // Derived state kept beside the log (the `state` column family): workflow
@@ -234,6 +248,10 @@ struct StoreOptions {
   // Derives state from events (null: no derived state). Must be the same
   // rules at every open of a data directory.
   std::shared_ptr<StateMachine> state_machine;
+  // The RocksDB environment (files, threads, clock); null: the default.
+  // Tests pass one over a fault-injecting filesystem (a full disk, a power
+  // cut). Must outlive the store.
+  rocksdb::Env* env = nullptr;
 };
 
 // Opens (creating if needed) the RocksDB store. Recovers after a clean or

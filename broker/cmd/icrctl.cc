@@ -1652,6 +1652,14 @@ int RunStatus(const GlobalOptions& g) {
     for (const auto& [k, v] : rows) {
       if (!Out(Pad(k, 16) + v)) return StdoutFailed();
     }
+    if (!status.store_write_error().empty()) {
+      if (!Out(Pad("writes", 16) + "REFUSED: " + status.store_write_error())) return StdoutFailed();
+    }
+  }
+  if (!status.store_write_error().empty()) {
+    Err("the broker refuses publishes (reads go on): " + status.store_write_error() +
+        "\nfree space on (or fix) the disk holding its data directory; it resumes by itself");
+    return kExitFailure;
   }
   if (health == "NOT_SERVING") {
     Err("the broker reports NOT_SERVING: it is starting up or shutting down; see its log");
