@@ -254,31 +254,6 @@ void PutVarint(std::string* out, uint64_t value) {
   out->push_back(static_cast<char>(value));
 }
 
-// A SubscribeResponse carrying `event`, built around the event's stored
-// bytes without copying or re-serialising them: every subscriber is sent the
-// same bytes. Wire format: delivery_attempt (field 3, varint), then event
-// (field 1, length-delimited), as protobuf allows fields in any order.
-grpc::ByteBuffer EventResponse(const store::EventPtr& event, uint32_t attempt) {
-  if (event->encoded.empty()) {  // not from the store (cannot happen there)
-    icr::v1::SubscribeResponse response;
-    *response.mutable_event() = event->event;
-    response.set_delivery_attempt(attempt);
-    grpc::Slice slice(response.SerializeAsString());
-    return grpc::ByteBuffer(&slice, 1);
-  }
-  std::string head;
-  head.push_back(static_cast<char>(3 << 3 | 0));
-  PutVarint(&head, attempt);
-  head.push_back(static_cast<char>(1 << 3 | 2));
-  PutVarint(&head, event->encoded.size());
-  auto* keep = new store::EventPtr(event);
-  grpc::Slice slices[2] = {
-      grpc::Slice(head),
-      grpc::Slice(const_cast<char*>(event->encoded.data()), event->encoded.size(),
-                  [](void* p) { delete static_cast<store::EventPtr*>(p); }, keep)};
-  return grpc::ByteBuffer(slices, 2);
-}
-
 // The bytes of one event for the wire: its stored bytes shared by reference
 // count, or (not from the store, which cannot happen there) serialised now.
 grpc::Slice EventSlice(const store::EventPtr& event) {
@@ -286,6 +261,21 @@ grpc::Slice EventSlice(const store::EventPtr& event) {
   auto* keep = new store::EventPtr(event);
   return grpc::Slice(const_cast<char*>(event->encoded.data()), event->encoded.size(),
                      [](void* p) { delete static_cast<store::EventPtr*>(p); }, keep);
+}
+
+// A SubscribeResponse carrying `event`, built around the event's stored
+// bytes without copying or re-serialising them: every subscriber is sent the
+// same bytes. Wire format: delivery_attempt (field 3, varint), then event
+// (field 1, length-delimited), as protobuf allows fields in any order.
+grpc::ByteBuffer EventResponse(const store::EventPtr& event, uint32_t attempt) {
+  grpc::Slice body = EventSlice(event);
+  std::string head;
+  head.push_back(static_cast<char>(3 << 3 | 0));
+  PutVarint(&head, attempt);
+  head.push_back(static_cast<char>(1 << 3 | 2));
+  PutVarint(&head, body.size());
+  grpc::Slice slices[2] = {grpc::Slice(head), std::move(body)};
+  return grpc::ByteBuffer(slices, 2);
 }
 
 size_t VarintSize(uint64_t value) {
@@ -580,7 +570,7 @@ class SubscribeSession final : public Session,
       s = engine_->Next(now, &next, id);
     }
     if (!s.ok()) {
-      for (auto& [other_id, other] : members_) FinishLocked(&other, ToGrpc(s));
+      FailAllLocked(s);
       return false;
     }
     if (!next) return true;
@@ -593,7 +583,7 @@ class SubscribeSession final : public Session,
         std::optional<Delivery> more;
         s = engine_->Next(now, &more, id);
         if (!s.ok()) {
-          for (auto& [other_id, other] : members_) FinishLocked(&other, ToGrpc(s));
+          FailAllLocked(s);
           return false;
         }
         if (!more) break;
@@ -614,7 +604,7 @@ class SubscribeSession final : public Session,
       changed->set_cause(event.event_type());
       s = ReadCareSummary(config_.store, event.nhs_number(), changed->mutable_summary());
       if (!s.ok()) {
-        for (auto& [other_id, other] : members_) FinishLocked(&other, ToGrpc(s));
+        FailAllLocked(s);
         return false;
       }
       response.set_delivery_attempt(next->attempt);
@@ -624,6 +614,11 @@ class SubscribeSession final : public Session,
     }
     StartWriteLocked(m, now);
     return true;
+  }
+
+  // A store error ends every stream of the session.
+  void FailAllLocked(const store::Status& s) {
+    for (auto& [id, m] : members_) FinishLocked(&m, ToGrpc(s));
   }
 
   void StartWriteLocked(Member* m, int64_t now) {
@@ -1274,6 +1269,7 @@ grpc::ServerUnaryReactor* BrokerService::GetStatus(grpc::CallbackServerContext* 
   response->set_write_groups_cut(stats.groups_cut);
   response->set_store_write_error(stats.write_error);
   response->set_store_write_recoveries(stats.write_recoveries);
+  response->set_store_write_error_permanent(stats.write_error_permanent);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

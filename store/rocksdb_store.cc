@@ -499,6 +499,7 @@ class RocksDbStore final : public EventStore {
   // A copy of write_error_'s message for Stats() (any thread).
   mutable std::mutex error_mu_;
   std::string write_error_text_;
+  bool write_error_permanent_ = false;
 
   std::atomic<uint64_t> appended_events_{0};
   std::atomic<uint64_t> duplicate_events_{0};
@@ -707,7 +708,8 @@ void RocksDbStore::Close() {
   std::unique_lock db_lk(db_mu_);
   if (!db_) return;
   // After a failed write the WAL file is in error: syncing it again would
-  // trip RocksDB's own checks. Nothing unsynced was acknowledged anyway.
+  // trip RocksDB's own checks. (In sync durability nothing unsynced was
+  // acknowledged; in relaxed durability up to ~100 ms may be, as always.)
   rocksdb::Status rs =
       write_error_.ok() ? db_->FlushWAL(/*sync=*/true) : rocksdb::Status::OK();
   if (!rs.ok()) {
@@ -794,7 +796,17 @@ void RocksDbStore::WriterLoop() {
     {
       std::unique_lock lk(mu_);
       auto ready = [this] { return stop_ || !queue_.empty() || !urgent_queue_.empty(); };
-      if (relaxed && unsynced) {
+      const bool retrying = !write_error_.ok() && !resume_impossible_;
+      if (retrying) {
+        // Writes are refused: try to resume every kResumeInterval even with
+        // nothing queued, so an idle broker recovers (and says so in
+        // GetStatus) as soon as the disk takes writes again.
+        if (!cv_.wait_until(lk, last_resume_attempt_ + kResumeInterval, ready)) {
+          lk.unlock();
+          TryResume();
+          continue;
+        }
+      } else if (relaxed && unsynced) {
         cv_.wait_until(lk, last_sync + kRelaxedSyncInterval, ready);
       } else {
         cv_.wait(lk, ready);
@@ -1087,6 +1099,7 @@ void RocksDbStore::SetWriteError(Status s) {
   write_error_ = std::move(s);
   std::lock_guard lk(error_mu_);
   write_error_text_ = write_error_.ok() ? std::string() : write_error_.message();
+  write_error_permanent_ = !write_error_.ok() && resume_impossible_;
 }
 
 bool RocksDbStore::TryResume() {
@@ -1106,7 +1119,21 @@ bool RocksDbStore::TryResume() {
     return false;
   }
   // The failed group may have run the state machine past what was stored.
+  // The log itself must be exactly as before the failure: a failed write
+  // never reaches the memtable.
+  const uint64_t before = last_position_.load(std::memory_order_relaxed);
   Status s = RecoverLastPosition();
+  const uint64_t found = last_position_.load(std::memory_order_relaxed);
+  if (s.ok() && found != before) {
+    last_position_.store(before, std::memory_order_release);
+    resume_impossible_ = true;
+    SetWriteError(Status::Unavailable(
+        "resuming writes in " + options_.data_dir + ": the log's last position moved from " +
+        std::to_string(before) + " to " + std::to_string(found) +
+        " during the failure; the store cannot resume by itself: restart the broker "
+        "(acknowledged events are safe); nothing stored"));
+    return false;
+  }
   if (s.ok()) s = RecoverStateMachine();
   if (!s.ok()) {
     SetWriteError(Status::Unavailable("resuming writes: " + s.message() + "; nothing stored"));
@@ -1500,6 +1527,7 @@ StoreStats RocksDbStore::Stats() const {
   s.write_recoveries = write_recoveries_.load(std::memory_order_relaxed);
   std::lock_guard lk(error_mu_);
   s.write_error = write_error_text_;
+  s.write_error_permanent = write_error_permanent_;
   return s;
 }
 

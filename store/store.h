@@ -19,10 +19,11 @@
 //  - Only committed events are visible to readers and to the commit listener.
 //  - A failed write (a full or failing disk) fails its calls with nothing
 //    stored (kResourceExhausted for a full disk, kUnavailable otherwise), and
-//    later calls fail the same way, at once, while reads go on. With each
-//    later call (at most every 200 ms) the store tries to resume; once the
-//    disk takes writes again, appends succeed with no restart (Stats()
-//    reports the error while it lasts).
+//    later calls fail the same way, at once, while reads go on. Every 200 ms
+//    the store tries to resume; once the disk takes writes again, appends
+//    succeed with no restart. RocksDB resumes from a full disk; other I/O
+//    errors are usually fatal to it, and then only a restart helps (Stats()
+//    reports the error while it lasts, and whether it is permanent).
 //
 // Thread-safety: every method may be called from any thread. `done` callbacks
 // and the commit listener run on the store's writer thread: they must not
@@ -73,8 +74,10 @@ struct StoreStats {
   uint64_t write_batches = 0;     // synced write batches since open (group commits)
   uint64_t groups_cut = 0;        // groups closed early for a waiting urgent call
   // Empty while the store takes writes; otherwise why it refuses them (a
-  // full or failing disk). It retries by itself (the contract above).
+  // full or failing disk). It retries by itself (the contract above) unless
+  // write_error_permanent: then only a restart (after fixing the disk) helps.
   std::string write_error;
+  bool write_error_permanent = false;
   uint64_t write_recoveries = 0;  // times writing resumed after such an error
 };
 
@@ -106,9 +109,11 @@ class StateMachine {
   using ScanFn = std::function<Status(
       const std::string& prefix,
       const std::function<bool(std::string_view key, std::string_view value)>& visit)>;
-  // Called once as the store opens, before any Apply, with a scan of the
-  // state kept so far (e.g. to rebuild in-memory indexes). Not OK: the
-  // store does not open.
+  // Called as the store opens, before any Apply, with a scan of the state
+  // kept so far (e.g. to rebuild in-memory indexes), and again when the
+  // store resumes writing after a failed write (a failed group may have
+  // applied events that were never stored): it must replace, not add to,
+  // what it holds. Not OK: the store does not open (or resume).
   virtual Status Recover(const ScanFn& scan) { return Status::Ok(); }
   // Called for each new (non-duplicate) event, in position order, after its
   // position, event_id and recorded_at are assigned and before it is

@@ -1658,7 +1658,9 @@ int RunStatus(const GlobalOptions& g) {
   }
   if (!status.store_write_error().empty()) {
     Err("the broker refuses publishes (reads go on): " + status.store_write_error() +
-        "\nfree space on (or fix) the disk holding its data directory; it resumes by itself");
+        (status.store_write_error_permanent()
+             ? "\nfix the disk holding its data directory, then restart the broker"
+             : "\nfree space on the disk holding its data directory; it resumes by itself"));
     return kExitFailure;
   }
   if (health == "NOT_SERVING") {

@@ -511,7 +511,7 @@ class GateMachine : public StateMachine {
     std::unique_lock<std::mutex> lock(mu_);
     entered_.insert(id);
     cv_.notify_all();
-    cv_.wait(lock, [&] { return open_.count(id) > 0; });
+    cv_.wait(lock, [&] { return all_open_ || open_.count(id) > 0; });
     return Status::Ok();
   }
   bool Fold(std::string_view, const std::string* existing, const std::vector<std::string_view>&,
@@ -529,15 +529,28 @@ class GateMachine : public StateMachine {
     open_.insert(id);
     cv_.notify_all();
   }
+  // Opens every gate, now and later: a test that fails half-way must not
+  // leave the store's writer (and so its Close) waiting forever.
+  void OpenAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    all_open_ = true;
+    cv_.notify_all();
+  }
+  struct OpenAllOnExit {
+    std::shared_ptr<GateMachine> gate;
+    ~OpenAllOnExit() { gate->OpenAll(); }
+  };
 
  private:
   std::mutex mu_;
   std::condition_variable cv_;
   std::set<std::string> entered_, open_;
+  bool all_open_ = false;
 };
 
 TEST_F(StoreTest, AnUrgentCallArrivingMidGroupClosesTheGroupAtTheNextCallBoundary) {
   auto gate = std::make_shared<GateMachine>();
+  GateMachine::OpenAllOnExit open_gates_at_exit{gate};
   options_.state_machine = gate;
   options_.bulk_share = 1.0;
   OpenStore();
@@ -585,6 +598,7 @@ TEST_F(StoreTest, AnUrgentCallArrivingMidGroupClosesTheGroupAtTheNextCallBoundar
 
 TEST_F(StoreTest, AGroupIsNotCutWhenTheWaitingUrgentCallIsFromTheSameStream) {
   auto gate = std::make_shared<GateMachine>();
+  GateMachine::OpenAllOnExit open_gates_at_exit{gate};
   options_.state_machine = gate;
   options_.bulk_share = 1.0;
   OpenStore();

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <utility>
@@ -68,8 +69,9 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
     std::shared_lock io(fs_->io_mu_);
     IOStatus s = fs_->CheckPowered();
     if (!s.ok()) return s;
+    const uint64_t size = fs_->WrittenSize(fname_);  // what this sync covers
     s = target()->Sync(options, dbg);
-    if (s.ok()) fs_->Synced(fname_);
+    if (s.ok()) fs_->Synced(fname_, size);
     return s;
   }
   IOStatus Fsync(const IOOptions& options, IODebugContext* dbg) override {
@@ -77,8 +79,9 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
     std::shared_lock io(fs_->io_mu_);
     IOStatus s = fs_->CheckPowered();
     if (!s.ok()) return s;
+    const uint64_t size = fs_->WrittenSize(fname_);  // what this sync covers
     s = target()->Fsync(options, dbg);
-    if (s.ok()) fs_->Synced(fname_);
+    if (s.ok()) fs_->Synced(fname_, size);
     return s;
   }
   IOStatus RangeSync(uint64_t offset, uint64_t nbytes, const IOOptions& options,
@@ -90,9 +93,12 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
     return s.ok() ? target()->RangeSync(offset, nbytes, options, dbg) : s;
   }
   IOStatus Close(const IOOptions& options, IODebugContext* dbg) override {
-    // Closing writes nothing by itself (RocksDB flushes and syncs first), and
-    // the descriptor must be released even with the power off.
-    return target()->Close(options, dbg);
+    // The descriptor must be released even with the power off. Closing a
+    // preallocated file sets its length (ftruncate to what was written), so
+    // with the power off the file is cut back to its synced length again.
+    IOStatus s = target()->Close(options, dbg);
+    fs_->AfterClose(fname_);
+    return s;
   }
 
  private:
@@ -127,10 +133,22 @@ void FaultFs::Appended(const std::string& fname, size_t bytes) {
   files_[fname].size += bytes;
 }
 
-void FaultFs::Synced(const std::string& fname) {
+uint64_t FaultFs::WrittenSize(const std::string& fname) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return files_[fname].size;
+}
+
+void FaultFs::Synced(const std::string& fname, uint64_t size) {
   std::lock_guard<std::mutex> lock(mu_);
   Tracked& t = files_[fname];
-  t.synced = t.size;
+  t.synced = std::max(t.synced, std::min(size, t.size));
+}
+
+void FaultFs::AfterClose(const std::string& fname) {
+  if (powered_.load()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = files_.find(fname);
+  if (it != files_.end()) ::truncate(fname.c_str(), static_cast<off_t>(it->second.synced));
 }
 
 void FaultFs::Truncated(const std::string& fname, uint64_t size) {

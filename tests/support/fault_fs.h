@@ -79,7 +79,9 @@ class FaultFs : public rocksdb::FileSystemWrapper {
   // Called by FaultFile.
   rocksdb::IOStatus BeforeAppend(size_t bytes);
   void Appended(const std::string& fname, size_t bytes);
-  void Synced(const std::string& fname);
+  uint64_t WrittenSize(const std::string& fname);
+  void Synced(const std::string& fname, uint64_t size);
+  void AfterClose(const std::string& fname);
   void Truncated(const std::string& fname, uint64_t size);
   void SyncDelay() const;
 
