@@ -1,14 +1,22 @@
 #include "tests/support/test_support.h"
 
+#include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <spawn.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <filesystem>
 #include <mutex>
 #include <stdexcept>
 #include <vector>
 
 #include "broker/nhs_number.h"
+
+extern char** environ;
 
 namespace icr::testing {
 
@@ -128,6 +136,48 @@ std::unique_ptr<icr::v1::Workflow::Stub> TestBroker::NewWorkflowStub() const {
 std::unique_ptr<icr::v1::Broker::Stub> TestBroker::NewStub() const {
   return icr::v1::Broker::NewStub(
       grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+}
+
+namespace {
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+ProgramRun RunProgram(const std::vector<std::string>& args, const std::string& dir) {
+  ProgramRun run;
+  if (args.empty()) {
+    run.start_error = "no program given";
+    return run;
+  }
+  const std::string out_path = dir + "/program.out", err_path = dir + "/program.err";
+  std::vector<std::string> argv_s = args;
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    run.start_error = std::string("cannot start ") + argv[0] + ": " + std::strerror(rc);
+    return run;
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  run.out = ReadWholeFile(out_path);
+  run.err = ReadWholeFile(err_path);
+  return run;
 }
 
 }  // namespace icr::testing

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "broker/broker.h"
 #include "icr/v1/broker.grpc.pb.h"
@@ -35,6 +36,17 @@ std::string TestNhsNumber(uint64_t n);
 icr::v1::CareEvent AdmissionEvent(const std::string& nhs, const std::string& message_id);
 // A valid URGENT pathway-1 discharge referral addressed to CCC/HSCT-UHCW.
 icr::v1::CareEvent ReferralEvent(const std::string& nhs, const std::string& message_id);
+
+// What a program run by RunProgram did.
+struct ProgramRun {
+  int exit_code = -1;      // 128 + signal if it was killed
+  std::string out, err;    // its standard output and error
+  std::string start_error; // non-empty if it could not be started
+};
+
+// Runs `argv` (argv[0] a path) with standard input from /dev/null, its
+// standard output and error in files under `dir`, and waits for it.
+ProgramRun RunProgram(const std::vector<std::string>& argv, const std::string& dir);
 
 // Options for a broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
 icr::broker::BrokerOptions TestBrokerOptions(const std::string& data_dir);

@@ -21,7 +21,6 @@
 #error "ICRCTL_BINARY must name the icrctl binary"
 #endif
 
-extern char** environ;
 
 namespace icr::adapters::csv {
 namespace {
@@ -39,40 +38,14 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-struct CtlRun {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using CtlRun = icr::testing::ProgramRun;
 
-// Runs icrctl with `args`; stdout and stderr go to files in `dir`.
+// Runs the real icrctl with `args`; its output is kept in files in `dir`.
 CtlRun Icrctl(const std::vector<std::string>& args, const std::string& dir) {
-  const std::string out_path = dir + "/icrctl.out", err_path = dir + "/icrctl.err";
-  std::vector<std::string> argv_s = {ICRCTL_BINARY};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  pid_t pid = 0;
-  CtlRun run;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    ADD_FAILURE() << "cannot start " << argv[0] << ": " << std::strerror(rc);
-    return run;
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  run.out = ReadFile(out_path);
-  run.err = ReadFile(err_path);
+  std::vector<std::string> argv = {ICRCTL_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  CtlRun run = icr::testing::RunProgram(argv, dir);
+  if (!run.start_error.empty()) ADD_FAILURE() << run.start_error;
   return run;
 }
 
