@@ -1,6 +1,7 @@
 #include "broker/service.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <deque>
 #include <set>
@@ -723,6 +724,10 @@ store::Status StartPosition(store::EventStore* store, const icr::v1::StartAt& st
       *first = start.position();
       return {};
     case icr::v1::StartAt::kTime:
+      if (!InTimestampRange(start.time())) {
+        return store::Status::InvalidArgument(
+            "start.time: must be a valid timestamp (years 1 to 9999, nanos 0..999999999)");
+      }
       return store->FindPositionAtTime(ToMicros(start.time()), first);
     case icr::v1::StartAt::kEarliest:
       *first = 1;
@@ -1185,9 +1190,13 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
   const size_t page_size = request->page_size() == 0 ? 100 : request->page_size();
   uint64_t after = 0;
   if (!request->page_token().empty()) {
-    char* end = nullptr;
-    after = std::strtoull(request->page_token().c_str(), &end, 10);
-    if (end == nullptr || *end != '\0' || after == 0) {
+    // Tokens are the positions this call hands out: 1 to 20 digits, nothing else.
+    const std::string& token = request->page_token();
+    errno = 0;
+    after = token.size() <= 20 && token.find_first_not_of("0123456789") == std::string::npos
+                ? std::strtoull(token.c_str(), nullptr, 10)
+                : 0;
+    if (errno == ERANGE || after == 0) {
       reactor->Finish(Invalid("page_token: not a token from a previous response"));
       return reactor;
     }
@@ -1208,6 +1217,14 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
     for (const std::string& r : retired) {
       numbers.push_back(r);
       response->add_merged_nhs_numbers(r);
+    }
+  }
+  for (const auto& [name, t] : {std::pair{"from", &request->from()}, std::pair{"to", &request->to()}}) {
+    if (!InTimestampRange(*t)) {
+      reactor->Finish(Invalid(std::string(name) +
+                              ": must be a valid timestamp (years 1 to 9999, nanos "
+                              "0..999999999)"));
+      return reactor;
     }
   }
   std::set<int> types(request->event_types().begin(), request->event_types().end());

@@ -251,11 +251,8 @@ grpc::ServerUnaryReactor* WorkflowService::GetFlowMetrics(
     reactor->Finish(Invalid("from and to: both are required (the period is [from, to))"));
     return reactor;
   }
-  // Timestamp's own range (years 1 to 9999), so the microseconds cannot overflow.
-  constexpr int64_t kMinSeconds = -62135596800, kMaxSeconds = 253402300799;
   for (const auto* t : {&request->from(), &request->to()}) {
-    if (t->seconds() < kMinSeconds || t->seconds() > kMaxSeconds || t->nanos() < 0 ||
-        t->nanos() > 999999999) {
+    if (!InTimestampRange(*t)) {
       reactor->Finish(Invalid("from and to: must be valid timestamps (years 1 to 9999)"));
       return reactor;
     }

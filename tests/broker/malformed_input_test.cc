@@ -1367,6 +1367,16 @@ std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
         {"Subscribe: " + name, [this, req] { return Subscribe(req); }, code, std::move(msg)});
   };
   Sub(
+      "start time far past year 9999",
+      [](auto& r) {
+        r.mutable_start()->mutable_time()->set_seconds(std::numeric_limits<int64_t>::max());
+      },
+      "start.time: must be a valid timestamp (years 1 to 9999, nanos 0..999999999)");
+  Sub(
+      "start time with negative nanos",
+      [](auto& r) { r.mutable_start()->mutable_time()->set_nanos(-5); },
+      "start.time: must be a valid timestamp (years 1 to 9999, nanos 0..999999999)");
+  Sub(
       "group without a name", [](auto& r) { r.set_group(true); },
       "group: a consumer group shares a durable subscription; set subscription to its name");
   Sub(
@@ -1616,6 +1626,26 @@ std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
     "page_token: not a token from a previous response");
   U("GetPatientHistory: page token with a suffix", history("9990000018", 0, "12x"), INVALID,
     "page_token: not a token from a previous response");
+  for (const std::string token : {"-1", " 5", "+1", "99999999999999999999"}) {
+    U("GetPatientHistory: page token '" + token + "'", history("9990000018", 0, token), INVALID,
+      "page_token: not a token from a previous response");
+  }
+  auto history_from = [this](int64_t seconds, int32_t nanos) {
+    return [this, seconds, nanos] {
+      v1::GetPatientHistoryRequest req;
+      req.set_nhs_number("9990000018");
+      req.mutable_from()->set_seconds(seconds);
+      req.mutable_from()->set_nanos(nanos);
+      v1::GetPatientHistoryResponse resp;
+      auto ctx = testing::Context();
+      return stub_->GetPatientHistory(ctx.get(), req, &resp);
+    };
+  };
+  U("GetPatientHistory: from far past year 9999",
+    history_from(std::numeric_limits<int64_t>::max(), 0), INVALID,
+    "from: must be a valid timestamp (years 1 to 9999, nanos 0..999999999)");
+  U("GetPatientHistory: from with negative nanos", history_from(0, -1), INVALID,
+    "from: must be a valid timestamp (years 1 to 9999, nanos 0..999999999)");
 
   // --- Workflow RPCs
   // -------------------------------------------------------------------------------------
