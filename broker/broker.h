@@ -40,6 +40,15 @@ struct BrokerOptions {
   ValidationOptions validation;
   // Largest gRPC message accepted. Default: 16 MiB.
   int max_receive_message_bytes = 16 << 20;
+  // Most calls (streams) open at once on one client connection (HTTP/2
+  // SETTINGS_MAX_CONCURRENT_STREAMS): a client's further calls wait in its
+  // own queue until one ends, so one connection cannot tie up the broker.
+  // Default: 1,000.
+  int max_streams_per_connection = 1000;
+  // Memory gRPC may use for buffers across all connections (a
+  // grpc::ResourceQuota); past it, new data is refused rather than the
+  // broker growing without bound. Default: 2 GiB.
+  size_t grpc_memory_bytes = size_t{2} << 30;
   // Grace period for in-flight RPCs on shutdown. Default: 5,000 ms.
   int shutdown_grace_ms = 5000;
   // A subscriber stream whose write has waited this long (the subscriber

@@ -1,6 +1,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 
 #include <atomic>
 #include <chrono>
@@ -51,6 +52,11 @@ class BrokerServerImpl final : public BrokerServer {
     builder.RegisterService(service_.get());
     builder.RegisterService(&workflow_service_);
     builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                               options_.max_streams_per_connection);
+    grpc::ResourceQuota quota("icr-broker");
+    quota.Resize(options_.grpc_memory_bytes);
+    builder.SetResourceQuota(quota);
     // gRPC sets SO_REUSEPORT by default: a second broker on the same port
     // would then share it silently. Refuse instead.
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

@@ -41,6 +41,15 @@ int main(int argc, char** argv) {
   app.add_option("--max-event-bytes", options.validation.max_event_bytes,
                  "Largest serialized event accepted")
       ->capture_default_str();
+  app.add_option("--max-streams-per-connection", options.max_streams_per_connection,
+                 "most calls open at once on one client connection (more wait in the client)")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  size_t grpc_memory_mb = options.grpc_memory_bytes >> 20;
+  app.add_option("--grpc-memory-mb", grpc_memory_mb,
+                 "memory gRPC may use for buffers across all connections, MiB")
+      ->check(CLI::Range(64, 1 << 20))
+      ->capture_default_str();
   app.add_option("--shutdown-grace-ms", options.shutdown_grace_ms,
                  "How long in-flight calls may take to finish on shutdown")
       ->capture_default_str();
@@ -108,6 +117,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.001, 365.0))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  options.grpc_memory_bytes = grpc_memory_mb << 20;
   options.escalation.enabled = escalations == "on";
   options.workflow.management_plan_seconds = static_cast<int64_t>(management_plan_hours * 3600);
   options.workflow.forward_to_brokerage_seconds = static_cast<int64_t>(forward_minutes * 60);

@@ -200,6 +200,120 @@ TEST(BrokerE2ETest, BadInputIsRejectedWithFieldAndRuleAndNothingIsStored) {
   EXPECT_FALSE(live.Next());
 }
 
+// Hostile-client limits, each at the limit and one past it: calls open at
+// once on one connection, and the request size.
+TEST(BrokerE2ETest, AConnectionGetsAtMostItsStreamLimitAndRequestsAtMostTheSizeLimit) {
+  TempDir dir;
+  auto options = icr::testing::TestBrokerOptions(dir.path());
+  options.max_streams_per_connection = 3;
+  options.max_receive_message_bytes = 64 * 1024;
+  TestBroker broker(options);
+  // A channel with its own connection (channels share connections by default).
+  auto own_connection = [&] {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return grpc::CreateCustomChannel(broker.address(), grpc::InsecureChannelCredentials(), args);
+  };
+  auto status_channel = own_connection();
+  auto connected = [&] {
+    auto other = v1::Broker::NewStub(status_channel);
+    v1::GetStatusResponse status;
+    auto ctx = Context();
+    EXPECT_TRUE(other->GetStatus(ctx.get(), {}, &status).ok());
+    return status.subscriptions_connected();
+  };
+  auto wait_connected = [&](uint32_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (connected() != n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(20ms);
+    }
+    return connected();
+  };
+
+  // One connection: 3 streams open (the limit).
+  auto stub = v1::Broker::NewStub(own_connection());
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>>> readers;
+  v1::SubscribeRequest req;  // ephemeral, from now on
+  for (int i = 0; i < 3; ++i) {
+    contexts.push_back(Context(60s));
+    readers.push_back(stub->Subscribe(contexts.back().get(), req));
+  }
+  ASSERT_EQ(wait_connected(3), 3u);
+  // The fourth call on the same connection waits in the client; it never
+  // reaches the broker before its deadline.
+  {
+    v1::GetStatusResponse status;
+    auto ctx = Context(1500ms);
+    grpc::Status s = stub->GetStatus(ctx.get(), {}, &status);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  }
+  EXPECT_EQ(connected(), 3u);
+  // When one stream ends, the connection takes a new call again.
+  contexts[0]->TryCancel();
+  v1::SubscribeResponse r;
+  while (readers[0]->Read(&r)) {
+  }
+  readers[0]->Finish();
+  {
+    v1::GetStatusResponse status;
+    auto ctx = Context(10s);
+    EXPECT_TRUE(stub->GetStatus(ctx.get(), {}, &status).ok());
+  }
+  for (size_t i = 1; i < contexts.size(); ++i) {
+    contexts[i]->TryCancel();
+    while (readers[i]->Read(&r)) {
+    }
+    readers[i]->Finish();
+  }
+
+  // Request size: a PublishBatch of exactly 64 KiB is taken; one byte more
+  // is refused by gRPC with RESOURCE_EXHAUSTED and nothing is stored.
+  auto sized_batch = [](size_t bytes, const std::string& prefix) {
+    v1::PublishBatchRequest batch;
+    for (int i = 0; batch.ByteSizeLong() + 3000 < bytes; ++i) {
+      *batch.add_events() = AdmissionEvent(TestNhsNumber(i), prefix + std::to_string(i));
+    }
+    auto* last = batch.add_events();
+    *last = AdmissionEvent(TestNhsNumber(999), prefix + "last");
+    last->mutable_admission()->set_admission_method("");
+    // Pad one field until the request is exactly `bytes` long.
+    std::string* pad = last->mutable_admission()->mutable_admission_method();
+    while (batch.ByteSizeLong() < bytes) {
+      pad->append(std::min<size_t>(bytes - batch.ByteSizeLong(), 100), 'x');
+      // A length prefix that grows a byte can overshoot: step back.
+      while (batch.ByteSizeLong() > bytes) pad->pop_back();
+    }
+    return batch;
+  };
+  const uint64_t before = [&] {
+    v1::GetStatusResponse status;
+    auto ctx = Context();
+    EXPECT_TRUE(stub->GetStatus(ctx.get(), {}, &status).ok());
+    return status.last_position();
+  }();
+  v1::PublishBatchRequest at_limit = sized_batch(64 * 1024, "size-ok-");
+  ASSERT_EQ(at_limit.ByteSizeLong(), 64u * 1024);
+  v1::PublishBatchResponse resp;
+  {
+    auto ctx = Context();
+    grpc::Status s = stub->PublishBatch(ctx.get(), at_limit, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  v1::PublishBatchRequest past = sized_batch(64 * 1024 + 1, "size-over-");
+  ASSERT_EQ(past.ByteSizeLong(), 64u * 1024 + 1);
+  {
+    auto ctx = Context();
+    grpc::Status s = stub->PublishBatch(ctx.get(), past, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  }
+  v1::GetStatusResponse status;
+  auto ctx = Context();
+  ASSERT_TRUE(stub->GetStatus(ctx.get(), {}, &status).ok());
+  EXPECT_EQ(status.last_position(), before + static_cast<uint64_t>(at_limit.events_size()))
+      << "the refused request stored something";
+}
+
 TEST(BrokerE2ETest, DurableCursorResumesAfterBrokerRestart) {
   TempDir dir;
   const std::string name = "ccc-brokerage";
