@@ -247,9 +247,10 @@ struct HttpReply {
   std::string body;
 };
 
-// One HTTP/1.1 exchange on a fresh connection.
-HttpReply HttpCall(int port, http::verb method, const std::string& target, const std::string& body,
-                   const Headers& headers) {
+// Sends what `send` writes on a fresh connection to `port`, then reads and
+// parses the answer.
+template <typename Send>
+HttpReply Exchange(int port, Send send) {
   HttpReply reply;
   net::io_context ioc;
   net::ip::tcp::socket socket(ioc);
@@ -259,12 +260,7 @@ HttpReply HttpCall(int port, http::verb method, const std::string& target, const
     reply.error = "connect: " + ec.message();
     return reply;
   }
-  http::request<http::string_body> req{method, target, 11};
-  req.set(http::field::host, "127.0.0.1");
-  for (const auto& [k, v] : headers) req.set(k, v);
-  req.body() = body;
-  if (method == http::verb::post || !body.empty()) req.prepare_payload();
-  http::write(socket, req, ec);  // a refused body may be cut short: still read the answer
+  send(socket, ec);  // a refused body may be cut short: still read the answer
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(64 << 20);
@@ -284,34 +280,24 @@ HttpReply HttpCall(int port, http::verb method, const std::string& target, const
   return reply;
 }
 
+// One HTTP/1.1 exchange on a fresh connection.
+HttpReply HttpCall(int port, http::verb method, const std::string& target, const std::string& body,
+                   const Headers& headers) {
+  http::request<http::string_body> req{method, target, 11};
+  req.set(http::field::host, "127.0.0.1");
+  for (const auto& [k, v] : headers) req.set(k, v);
+  req.body() = body;
+  if (method == http::verb::post || !body.empty()) req.prepare_payload();
+  return Exchange(port, [&](net::ip::tcp::socket& socket, beast::error_code& ec) {
+    http::write(socket, req, ec);
+  });
+}
+
 // Raw bytes on a fresh connection (malformed HTTP); the answer, parsed.
 HttpReply HttpRaw(int port, const std::string& bytes) {
-  HttpReply reply;
-  net::io_context ioc;
-  net::ip::tcp::socket socket(ioc);
-  beast::error_code ec;
-  socket.connect(net::ip::tcp::endpoint(net::ip::make_address("127.0.0.1"), port), ec);
-  if (ec) {
-    reply.error = "connect: " + ec.message();
-    return reply;
-  }
-  net::write(socket, net::buffer(bytes), ec);
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  http::read(socket, buffer, parser, ec);
-  if (ec) {
-    reply.error = "read: " + ec.message();
-    return reply;
-  }
-  const auto& res = parser.get();
-  reply.status = static_cast<int>(res.result_int());
-  for (const auto& f : res) {
-    std::string name(f.name_string());
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    reply.headers[name] = std::string(f.value());
-  }
-  reply.body = res.body();
-  return reply;
+  return Exchange(port, [&](net::ip::tcp::socket& socket, beast::error_code& ec) {
+    net::write(socket, net::buffer(bytes), ec);
+  });
 }
 
 using CtlRun = icr::testing::ProgramRun;

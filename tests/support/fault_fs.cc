@@ -26,21 +26,11 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
       : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs), fname_(std::move(fname)) {}
 
   IOStatus Append(const Slice& data, const IOOptions& options, IODebugContext* dbg) override {
-    std::shared_lock io(fs_->io_mu_);
-    IOStatus s = fs_->BeforeAppend(data.size());
-    if (!s.ok()) return s;
-    s = target()->Append(data, options, dbg);
-    if (s.ok()) fs_->Appended(fname_, data.size());
-    return s;
+    return TrackedAppend(data, [&] { return target()->Append(data, options, dbg); });
   }
   IOStatus Append(const Slice& data, const IOOptions& options, const DataVerificationInfo& info,
                   IODebugContext* dbg) override {
-    std::shared_lock io(fs_->io_mu_);
-    IOStatus s = fs_->BeforeAppend(data.size());
-    if (!s.ok()) return s;
-    s = target()->Append(data, options, info, dbg);
-    if (s.ok()) fs_->Appended(fname_, data.size());
-    return s;
+    return TrackedAppend(data, [&] { return target()->Append(data, options, info, dbg); });
   }
   IOStatus PositionedAppend(const Slice&, uint64_t, const IOOptions&, IODebugContext*) override {
     // RocksDB uses positioned appends only with direct I/O, which the store
@@ -65,24 +55,10 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
     return s.ok() ? target()->Flush(options, dbg) : s;
   }
   IOStatus Sync(const IOOptions& options, IODebugContext* dbg) override {
-    fs_->SyncDelay();  // outside the lock: a power cut may come meanwhile
-    std::shared_lock io(fs_->io_mu_);
-    IOStatus s = fs_->CheckPowered();
-    if (!s.ok()) return s;
-    const uint64_t size = fs_->WrittenSize(fname_);  // what this sync covers
-    s = target()->Sync(options, dbg);
-    if (s.ok()) fs_->Synced(fname_, size);
-    return s;
+    return TrackedSync([&] { return target()->Sync(options, dbg); });
   }
   IOStatus Fsync(const IOOptions& options, IODebugContext* dbg) override {
-    fs_->SyncDelay();  // outside the lock: a power cut may come meanwhile
-    std::shared_lock io(fs_->io_mu_);
-    IOStatus s = fs_->CheckPowered();
-    if (!s.ok()) return s;
-    const uint64_t size = fs_->WrittenSize(fname_);  // what this sync covers
-    s = target()->Fsync(options, dbg);
-    if (s.ok()) fs_->Synced(fname_, size);
-    return s;
+    return TrackedSync([&] { return target()->Fsync(options, dbg); });
   }
   IOStatus RangeSync(uint64_t offset, uint64_t nbytes, const IOOptions& options,
                      IODebugContext* dbg) override {
@@ -102,6 +78,31 @@ class FaultFile : public rocksdb::FSWritableFileOwnerWrapper {
   }
 
  private:
+  // An append refused while the disk is full or the power is off, else
+  // done and counted.
+  template <typename Write>
+  IOStatus TrackedAppend(const Slice& data, Write write) {
+    std::shared_lock io(fs_->io_mu_);
+    IOStatus s = fs_->BeforeAppend(data.size());
+    if (!s.ok()) return s;
+    s = write();
+    if (s.ok()) fs_->Appended(fname_, data.size());
+    return s;
+  }
+  // A full sync: refused with the power off, else done, and the bytes
+  // written before it started counted as synced.
+  template <typename DoSync>
+  IOStatus TrackedSync(DoSync sync) {
+    fs_->SyncDelay();  // outside the lock: a power cut may come meanwhile
+    std::shared_lock io(fs_->io_mu_);
+    IOStatus s = fs_->CheckPowered();
+    if (!s.ok()) return s;
+    const uint64_t size = fs_->WrittenSize(fname_);  // what this sync covers
+    s = sync();
+    if (s.ok()) fs_->Synced(fname_, size);
+    return s;
+  }
+
   FaultFs* const fs_;
   const std::string fname_;
 };
