@@ -19,8 +19,11 @@ namespace icr::broker {
 std::optional<int> NhsCheckDigit(std::string_view nine_digits);
 
 // Empty if `nhs` is a valid NHS number; otherwise why not, e.g.
-// "must be exactly 10 digits (got 9)" or "fails the Modulus 11 check
-// (check digit should be 7, got 3)".
+// "must be exactly 10 digits (got 9 characters)" or "fails the Modulus 11
+// check (check digit should be 7, got 3)". Lengths and positions count
+// characters (UTF-8 code points), not bytes; a non-ASCII digit (e.g. a
+// full-width one) is named as such: "must contain ASCII digits 0-9 only
+// (character 1 is U+FF19, a full-width digit; retype the number with 0-9)".
 std::string NhsNumberProblem(std::string_view nhs);
 
 inline bool IsValidNhsNumber(std::string_view nhs) { return NhsNumberProblem(nhs).empty(); }

@@ -1,9 +1,15 @@
 #include "broker/service.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <deque>
+#include <map>
 #include <set>
 #include <mutex>
 #include <optional>
@@ -13,6 +19,7 @@
 #include "broker/ingest.h"
 #include "broker/nhs_number.h"
 #include "broker/timestamp.h"
+#include "broker/utf8.h"
 #include "broker/workflow_reader.h"
 
 namespace icr::broker {
@@ -27,6 +34,120 @@ constexpr size_t kMaxBatchBytes = 1 << 20;
 // Answers waiting to be written before a stream stops reading.
 constexpr size_t kMaxStreamUnwrittenResponses = 1024;
 
+
+// ---------------------------------------------------------------------------
+// Raw requests
+// ---------------------------------------------------------------------------
+//
+// Publish, PublishBatch, PublishStream and Subscribe are registered raw
+// (grpc::ByteBuffer) and parse their requests here. Parsed by gRPC, a
+// request that is not valid protobuf, in particular one with a string field
+// that is not UTF-8 (proto3 checks that on parse), would be answered
+// UNIMPLEMENTED with an empty message (unary calls) or end a stream's reads
+// as if the client had half-closed. Parsed here, it is answered
+// INVALID_ARGUMENT naming the field. The parse is the one gRPC does (from the
+// received slices, nothing copied first); only a failed parse copies the
+// bytes, to explain it.
+
+// The received bytes, in one piece.
+std::string Flatten(const grpc::ByteBuffer& raw) {
+  std::vector<grpc::Slice> slices;
+  std::string bytes;
+  if (raw.Dump(&slices).ok()) {
+    for (const auto& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+  }
+  return bytes;
+}
+
+// Reads the message at `in` (a `type` at `path`) and finds the first string
+// field, at any depth, that is not UTF-8: true with `*problem` set to
+// "<path>: is not valid UTF-8 (...)". False when there is none, or when the
+// bytes stop being readable first.
+bool FindInvalidUtf8(const google::protobuf::Descriptor* type,
+                     google::protobuf::io::CodedInputStream* in, const std::string& path, int depth,
+                     std::string* problem) {
+  using google::protobuf::FieldDescriptor;
+  using Wire = google::protobuf::internal::WireFormatLite;
+  std::map<int, int> elements;  // per repeated field, the elements read so far
+  while (true) {
+    const uint32_t tag = in->ReadTag();
+    if (tag == 0) return false;  // the end, or an unreadable tag
+    const FieldDescriptor* field = type->FindFieldByNumber(Wire::GetTagFieldNumber(tag));
+    if (field == nullptr || Wire::GetTagWireType(tag) != Wire::WIRETYPE_LENGTH_DELIMITED ||
+        (field->type() != FieldDescriptor::TYPE_STRING &&
+         field->type() != FieldDescriptor::TYPE_MESSAGE)) {
+      if (!Wire::SkipField(in, tag)) return false;
+      continue;
+    }
+    std::string name = path.empty() ? field->name() : path + "." + field->name();
+    if (field->is_repeated()) name += "[" + std::to_string(elements[field->number()]++) + "]";
+    uint32_t length = 0;
+    if (!in->ReadVarint32(&length) || length > static_cast<uint32_t>(INT_MAX)) return false;
+    if (field->type() == FieldDescriptor::TYPE_STRING) {
+      std::string value;
+      if (!in->ReadString(&value, static_cast<int>(length))) return false;
+      const std::string utf8 = Utf8Problem(value);
+      if (utf8.empty()) continue;
+      *problem = name + ": " + utf8;
+      return true;
+    }
+    if (depth >= 100) return false;  // protobuf's own nesting limit
+    const auto limit = in->PushLimit(static_cast<int>(length));
+    if (FindInvalidUtf8(field->message_type(), in, name, depth + 1, problem)) return true;
+    if (!in->ConsumedEntireMessage()) return false;
+    in->PopLimit(limit);
+  }
+}
+
+// Why `raw` does not parse as a `type`: "<path>: <problem>".
+std::string ParseProblem(const google::protobuf::Descriptor* type, const grpc::ByteBuffer& raw) {
+  const std::string bytes = Flatten(raw);
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  std::string problem;
+  if (FindInvalidUtf8(type, &in, "", 0, &problem)) return problem;
+  return "request: not a valid " + type->full_name() + " (its protobuf encoding cannot be parsed)";
+}
+
+// Parses a raw request into `out`; false with `*problem` set when it does not
+// parse.
+bool ParseRequest(const grpc::ByteBuffer& raw, google::protobuf::Message* out,
+                  std::string* problem) {
+  {
+    // The reader only reads the buffer.
+    grpc::ProtoBufferReader reader(const_cast<grpc::ByteBuffer*>(&raw));
+    if (reader.status().ok() && out->ParseFromZeroCopyStream(&reader)) return true;
+  }
+  *problem = ParseProblem(out->GetDescriptor(), raw);
+  return false;
+}
+
+// The varint field `number` at the top level of a serialized message, or 0
+// (the request_id of a PublishStreamRequest that does not parse).
+uint64_t TopLevelVarint(const grpc::ByteBuffer& raw, int number) {
+  using Wire = google::protobuf::internal::WireFormatLite;
+  const std::string bytes = Flatten(raw);
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  uint64_t value = 0;
+  while (const uint32_t tag = in.ReadTag()) {
+    if (Wire::GetTagFieldNumber(tag) == number &&
+        Wire::GetTagWireType(tag) == Wire::WIRETYPE_VARINT) {
+      if (!in.ReadVarint64(&value)) break;
+    } else if (!Wire::SkipField(&in, tag)) {
+      break;
+    }
+  }
+  return value;
+}
+
+// A raw method's response.
+grpc::Status SerializeResponse(const google::protobuf::Message& response, grpc::ByteBuffer* out) {
+  bool own = false;
+  return grpc::SerializationTraits<google::protobuf::Message>::Serialize(response, out, &own);
+}
 
 void FillResult(const store::AppendResult& r, icr::v1::PublishResponse* out) {
   out->set_position(r.position);
@@ -74,15 +195,18 @@ store::Status ReadPeople(store::EventStore* store, const std::vector<std::string
 // reference to the call. The stream's state therefore lives in a shared
 // State that store callbacks keep alive; OnDone detaches the reactor from it
 // under its mutex, so a late callback finds no reactor and does nothing.
+//
+// Raw (grpc::ByteBuffer both ways): a request that does not parse is answered
+// in its place in the order (INVALID_ARGUMENT naming the field, with the
+// request_id if it can be read) and the stream goes on.
 class PublishStreamReactor final
-    : public grpc::ServerBidiReactor<icr::v1::PublishStreamRequest,
-                                     icr::v1::PublishStreamResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   explicit PublishStreamReactor(const ServiceConfig& config)
       : config_(config), state_(std::make_shared<State>()), origin_(NextOrigin()) {
     state_->reactor = this;
     state_->reading = true;
-    StartRead(&request_);
+    StartRead(&raw_request_);
   }
 
   void OnReadDone(bool ok) override {
@@ -95,8 +219,20 @@ class PublishStreamReactor final
       return;
     }
     auto slot = std::make_shared<Slot>();
-    slot->response.set_request_id(request_.request_id());
     st.slots.push_back(slot);
+    std::string problem;
+    if (!ParseRequest(raw_request_, &request_, &problem)) {
+      slot->response.set_request_id(TopLevelVarint(raw_request_, 1));
+      slot->response.set_code(grpc::StatusCode::INVALID_ARGUMENT);
+      slot->response.set_message(problem);
+      slot->ready = true;
+      raw_request_.Clear();
+      PumpLocked(st);
+      MaybeReadLocked(st);
+      return;
+    }
+    raw_request_.Clear();
+    slot->response.set_request_id(request_.request_id());
     // The reactor owns request_: move the events out rather than copy them.
     std::vector<CareEvent> events;
     events.reserve(request_.events_size());
@@ -171,6 +307,7 @@ class PublishStreamReactor final
  private:
   struct Slot {
     icr::v1::PublishStreamResponse response;
+    grpc::ByteBuffer buffer;  // the response serialized, while it is written
     bool ready = false;
   };
   struct State {
@@ -201,8 +338,16 @@ class PublishStreamReactor final
       if (st.finished || st.writing || st.broken || st.slots.empty() || !st.slots.front()->ready) {
         break;
       }
+      Slot& slot = *st.slots.front();
+      if (!SerializeResponse(slot.response, &slot.buffer).ok()) {
+        // Cannot happen for a well-formed response; answer rather than stall.
+        slot.response.Clear();
+        slot.response.set_code(grpc::StatusCode::INTERNAL);
+        slot.response.set_message("the response could not be serialized");
+        SerializeResponse(slot.response, &slot.buffer);
+      }
       st.writing = true;
-      StartWrite(&st.slots.front()->response);
+      StartWrite(&slot.buffer);
     } while (st.repump);
     st.pumping = false;
   }
@@ -214,7 +359,7 @@ class PublishStreamReactor final
       return;
     }
     st.reading = true;
-    StartRead(&request_);
+    StartRead(&raw_request_);
   }
 
   // Finishes once reads are over, the store has answered everything and
@@ -234,8 +379,9 @@ class PublishStreamReactor final
 
   const ServiceConfig& config_;
   std::shared_ptr<State> state_;
-  const uint64_t origin_;  // this stream's calls keep their order (store::AppendOrdered)
-  icr::v1::PublishStreamRequest request_;
+  const uint64_t origin_;         // this stream's calls keep their order (store::AppendOrdered)
+  grpc::ByteBuffer raw_request_;  // the read in progress
+  icr::v1::PublishStreamRequest request_;  // raw_request_, parsed
 };
 
 // ---------------------------------------------------------------------------
@@ -755,35 +901,50 @@ grpc::Status CheckRange(const char* field, uint32_t value, uint32_t lo, uint32_t
 // ---------------------------------------------------------------------------
 
 grpc::ServerUnaryReactor* BrokerService::Publish(grpc::CallbackServerContext* ctx,
-                                                 const icr::v1::PublishRequest* request,
-                                                 icr::v1::PublishResponse* response) {
+                                                 const grpc::ByteBuffer* raw_request,
+                                                 grpc::ByteBuffer* raw_response) {
   auto* reactor = ctx->DefaultReactor();
-  if (!request->has_event()) {
+  icr::v1::PublishRequest request;
+  std::string problem;
+  if (!ParseRequest(*raw_request, &request, &problem)) {
+    reactor->Finish(Invalid(problem));
+    return reactor;
+  }
+  if (!request.has_event()) {
     reactor->Finish(Invalid("event: is required"));
     return reactor;
   }
-  std::vector<CareEvent> events{request->event()};
+  std::vector<CareEvent> events(1);
+  events[0].Swap(request.mutable_event());  // the request is ours: no copy
   config_.ingest->Publish(std::move(events), /*batch=*/false,
-                          [reactor, response](const store::Status& s,
-                                              std::vector<store::AppendResult> results) {
+                          [reactor, raw_response](const store::Status& s,
+                                                  std::vector<store::AppendResult> results) {
                             if (!s.ok()) {
                               reactor->Finish(ToGrpc(s));
                               return;
                             }
-                            FillResult(results[0], response);
-                            reactor->Finish(grpc::Status::OK);
+                            icr::v1::PublishResponse response;
+                            FillResult(results[0], &response);
+                            reactor->Finish(SerializeResponse(response, raw_response));
                           });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* BrokerService::PublishBatch(grpc::CallbackServerContext* ctx,
-                                                      const icr::v1::PublishBatchRequest* request,
-                                                      icr::v1::PublishBatchResponse* response) {
+                                                      const grpc::ByteBuffer* raw_request,
+                                                      grpc::ByteBuffer* raw_response) {
   auto* reactor = ctx->DefaultReactor();
-  std::vector<CareEvent> events(request->events().begin(), request->events().end());
+  icr::v1::PublishBatchRequest request;
+  std::string problem;
+  if (!ParseRequest(*raw_request, &request, &problem)) {
+    reactor->Finish(Invalid(problem + " (nothing in this batch was stored)"));
+    return reactor;
+  }
+  std::vector<CareEvent> events(request.events_size());
+  for (int i = 0; i < request.events_size(); ++i) events[i].Swap(request.mutable_events(i));
   config_.ingest->Publish(std::move(events), /*batch=*/true,
-                          [reactor, response](const store::Status& s,
-                                              std::vector<store::AppendResult> results) {
+                          [reactor, raw_response](const store::Status& s,
+                                                  std::vector<store::AppendResult> results) {
                             if (s.code() == store::StatusCode::kInvalidArgument) {
                               reactor->Finish(
                                   Invalid(s.message() + " (nothing in this batch was stored)"));
@@ -793,14 +954,15 @@ grpc::ServerUnaryReactor* BrokerService::PublishBatch(grpc::CallbackServerContex
                               reactor->Finish(ToGrpc(s));
                               return;
                             }
-                            for (const auto& r : results) FillResult(r, response->add_results());
-                            reactor->Finish(grpc::Status::OK);
+                            icr::v1::PublishBatchResponse response;
+                            for (const auto& r : results) FillResult(r, response.add_results());
+                            reactor->Finish(SerializeResponse(response, raw_response));
                           });
   return reactor;
 }
 
-grpc::ServerBidiReactor<icr::v1::PublishStreamRequest, icr::v1::PublishStreamResponse>*
-BrokerService::PublishStream(grpc::CallbackServerContext* ctx) {
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* BrokerService::PublishStream(
+    grpc::CallbackServerContext* ctx) {
   return new PublishStreamReactor(config_);
 }
 
@@ -813,17 +975,8 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   // Subscribe is a raw method (responses are built from the stored event
   // bytes), so the request is parsed here.
   icr::v1::SubscribeRequest parsed;
-  bool parsed_ok = false;
-  {
-    std::vector<grpc::Slice> slices;
-    std::string bytes;
-    if (raw_request->Dump(&slices).ok()) {
-      for (const auto& slice : slices) {
-        bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-      }
-      parsed_ok = parsed.ParseFromString(bytes);
-    }
-  }
+  std::string parse_problem;
+  const bool parsed_ok = ParseRequest(*raw_request, &parsed, &parse_problem);
   const icr::v1::SubscribeRequest* request = &parsed;
   const std::string& name = request->subscription();
   auto* reactor = new SubscribeReactor(config_, ctx, parsed_ok ? name : std::string());
@@ -831,7 +984,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     reactor->FailNow(s);
     return reactor;
   };
-  if (!parsed_ok) return fail(Invalid("the SubscribeRequest could not be parsed"));
+  if (!parsed_ok) return fail(Invalid(parse_problem));
   if (request->group() && name.empty()) {
     return fail(Invalid("group: a consumer group shares a durable subscription; set subscription "
                         "to its name"));
@@ -940,7 +1093,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     if (!state.ParseFromString(bytes)) {
       release();
       return fail({grpc::StatusCode::DATA_LOSS,
-                   "subscription '" + name + "': stored state cannot be read"});
+                   "subscription '" + name +
+                       "': its stored state (cursor) cannot be read; the events are intact. "
+                       "Delete it (icrctl delete-subscription " + name +
+                       ") and subscribe again from a known position or time"});
     }
   } else if (got.code() == store::StatusCode::kNotFound) {
     uint64_t first = 0;

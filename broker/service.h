@@ -34,21 +34,44 @@ struct ServiceConfig {
       std::make_shared<std::atomic<uint64_t>>(0);
 };
 
-// Subscribe is registered raw (grpc::ByteBuffer) so that every subscriber is
-// sent an event's stored bytes instead of a re-serialised copy.
-class BrokerService final
-    : public icr::v1::Broker::WithRawCallbackMethod_Subscribe<icr::v1::Broker::CallbackService> {
+// Every method of icr.v1.Broker uses the callback API. Subscribe is
+// registered raw (grpc::ByteBuffer) so that every subscriber is sent an
+// event's stored bytes instead of a re-serialised copy. Publish, PublishBatch
+// and PublishStream are raw too, so that the service parses their requests
+// itself: a request gRPC could not parse (e.g. a string field that is not
+// UTF-8) gets INVALID_ARGUMENT naming the field instead of gRPC's
+// UNIMPLEMENTED with an empty message, and the events are moved out of the
+// request rather than copied. (Broker::CallbackService cannot be the base: its
+// typed PublishStream(ctx) differs from the raw one only in its return type.)
+// An rpc added to broker.proto must be added here.
+using BrokerServiceBase = icr::v1::Broker::WithRawCallbackMethod_Publish<
+    icr::v1::Broker::WithRawCallbackMethod_PublishBatch<
+        icr::v1::Broker::WithRawCallbackMethod_PublishStream<
+            icr::v1::Broker::WithRawCallbackMethod_Subscribe<
+                icr::v1::Broker::WithCallbackMethod_Ack<
+                    icr::v1::Broker::WithCallbackMethod_ListParked<
+                        icr::v1::Broker::WithCallbackMethod_ReplayParked<
+                            icr::v1::Broker::WithCallbackMethod_DeleteSubscription<
+                                icr::v1::Broker::WithCallbackMethod_ListSubscriptions<
+                                    icr::v1::Broker::WithCallbackMethod_GetPatientHistory<
+                                        icr::v1::Broker::WithCallbackMethod_GetStatus<
+                                            icr::v1::Broker::Service>>>>>>>>>>>;
+
+class BrokerService final : public BrokerServiceBase {
  public:
   explicit BrokerService(ServiceConfig config) : config_(std::move(config)) {}
 
+  // Request icr.v1.PublishRequest, response icr.v1.PublishResponse.
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
-                                    const icr::v1::PublishRequest* request,
-                                    icr::v1::PublishResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
+  // Request icr.v1.PublishBatchRequest, response icr.v1.PublishBatchResponse.
   grpc::ServerUnaryReactor* PublishBatch(grpc::CallbackServerContext* ctx,
-                                         const icr::v1::PublishBatchRequest* request,
-                                         icr::v1::PublishBatchResponse* response) override;
-  grpc::ServerBidiReactor<icr::v1::PublishStreamRequest, icr::v1::PublishStreamResponse>*
-  PublishStream(grpc::CallbackServerContext* ctx) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  // Reads icr.v1.PublishStreamRequest, writes icr.v1.PublishStreamResponse.
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* PublishStream(
+      grpc::CallbackServerContext* ctx) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Subscribe(
       grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx,

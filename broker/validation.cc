@@ -10,6 +10,7 @@
 
 #include "broker/civil_time.h"
 #include "broker/nhs_number.h"
+#include "broker/utf8.h"
 #include "icr/v1/options.pb.h"
 
 namespace icr::broker {
@@ -176,6 +177,10 @@ class Walker {
         return PathOf(at) + ": contains a control character (0x" + Hex(c) + ")";
       }
     }
+    // gRPC refuses such text on the way in; an adapter could pass it on
+    // (e.g. Latin-1 bytes in an HL7 field), and a subscriber could then
+    // not parse the stored event.
+    if (std::string utf8 = Utf8Problem(s); !utf8.empty()) return PathOf(at) + ": " + utf8;
     return {};
   }
 

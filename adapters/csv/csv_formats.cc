@@ -77,7 +77,8 @@ std::string CheckFormat(std::string_view format) {
   return {};
 }
 
-bool ParseWithFormat(std::string_view text, std::string_view format, CivilTime* out) {
+bool ParseWithFormat(std::string_view text, std::string_view format, CivilTime* out,
+                     int* year_out_of_range) {
   CivilTime t;
   int hour12 = -1;
   int pm = -1;  // -1 unset, 0 AM, 1 PM
@@ -182,7 +183,11 @@ bool ParseWithFormat(std::string_view text, std::string_view format, CivilTime* 
     if (pm < 0) return false;
     t.hour = hour12 % 12 + (pm ? 12 : 0);
   }
-  if (t.year < 1900 || t.year > 2200 || !IsValidDate(t.year, t.month, t.day)) return false;
+  if (!IsValidDate(t.year, t.month, t.day)) return false;
+  if (t.year < kMinYear || t.year > kMaxYear) {
+    if (year_out_of_range != nullptr) *year_out_of_range = t.year;
+    return false;
+  }
   *out = t;
   return true;
 }

@@ -41,9 +41,16 @@ enum class TimeZone { kEuropeLondon, kUtc };
 // (%Y), the month (%m, %b or %B) and the day (%d), and only known directives.
 std::string CheckFormat(std::string_view format);
 
+// The years a date may have (the broker's range for dates).
+inline constexpr int kMinYear = 1900;
+inline constexpr int kMaxYear = 2200;
+
 // Matches `text` against `format`. False when it does not match or is not a
-// real calendar date or clock time (year 1900..2200).
-bool ParseWithFormat(std::string_view text, std::string_view format, CivilTime* out);
+// real calendar date or clock time (year kMinYear..kMaxYear). When the only
+// problem is the year (a real date such as 31/12/1899), *year_out_of_range
+// (if given) is set to it.
+bool ParseWithFormat(std::string_view text, std::string_view format, CivilTime* out,
+                     int* year_out_of_range = nullptr);
 
 // "Europe/London" or "UTC" (also "GMT", "Z"); false for anything else.
 bool ParseTimeZone(std::string_view name, TimeZone* out);

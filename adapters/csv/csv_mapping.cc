@@ -393,11 +393,18 @@ std::string SetOne(Message* m, const FieldDescriptor* f, const FieldRule& rule,
                                             : rule.formats;
       CivilTime t;
       bool parsed = false;
+      int year_out_of_range = -1;
       for (const std::string& fmt : formats) {
-        if (ParseWithFormat(text, fmt, &t)) {
+        if (ParseWithFormat(text, fmt, &t, &year_out_of_range)) {
           parsed = true;
           break;
         }
+      }
+      if (!parsed && year_out_of_range >= 0) {
+        // A real date, in a year the broker does not take.
+        return Shown(text) + " is in year " + std::to_string(year_out_of_range) +
+               ", outside the supported years " + std::to_string(kMinYear) + ".." +
+               std::to_string(kMaxYear);
       }
       if (!parsed) {
         if (canonical || rule.formats.empty()) {

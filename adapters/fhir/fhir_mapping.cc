@@ -129,6 +129,13 @@ const json* ArrayMember(const json& obj, const char* name, const std::string& pa
   return v;
 }
 
+// Whether obj[name] is absent or "" (what StringMember reads as absent
+// without reporting anything).
+bool IsAbsentOrEmptyString(const json& obj, const char* name) {
+  auto it = obj.find(name);
+  return it == obj.end() || (it->is_string() && it->get_ref<const std::string&>().empty());
+}
+
 // A string member; "" (FHIR forbids empty strings) reads as absent.
 std::optional<std::string> StringMember(const json& obj, const char* name, const std::string& path,
                                         Sink& s) {
@@ -232,19 +239,31 @@ bool Digits(std::string_view s, size_t pos, size_t n, int* out) {
   return true;
 }
 
-bool ParseDateTime(std::string_view s, FhirDateTime* out) {
+// False when `s` is not a FHIR date/dateTime. When it has the right shape
+// but names a month or day that does not exist ("1950-02-30", "1950-13"),
+// *nonexistent (if given) says which part.
+bool ParseDateTime(std::string_view s, FhirDateTime* out, std::string* nonexistent = nullptr) {
   FhirDateTime t;
   if (!Digits(s, 0, 4, &t.year) || t.year < 1) return false;
   size_t pos = 4;
   if (pos < s.size()) {
-    if (s[pos] != '-' || !Digits(s, pos + 1, 2, &t.month) || t.month < 1 || t.month > 12) {
+    if (s[pos] != '-' || !Digits(s, pos + 1, 2, &t.month)) return false;
+    if (t.month < 1 || t.month > 12) {
+      if (nonexistent != nullptr) {
+        *nonexistent = "month " + std::to_string(t.month) + " is outside 1..12";
+      }
       return false;
     }
     pos += 3;
   }
   if (t.month != 0 && pos < s.size()) {
-    if (s[pos] != '-' || !Digits(s, pos + 1, 2, &t.day) || t.day < 1 ||
-        t.day > DaysInMonth(t.year, t.month)) {
+    if (s[pos] != '-' || !Digits(s, pos + 1, 2, &t.day)) return false;
+    if (t.day < 1 || t.day > DaysInMonth(t.year, t.month)) {
+      if (nonexistent != nullptr) {
+        *nonexistent = "day " + std::to_string(t.day) + " is not a day of month " +
+                       std::to_string(t.month) + " in " + std::to_string(t.year) + ": 1.." +
+                       std::to_string(DaysInMonth(t.year, t.month));
+      }
       return false;
     }
     t.has_day = true;
@@ -308,8 +327,12 @@ bool TimeMember(const json& obj, const char* name, const std::string& path, Sink
   auto v = StringMember(obj, name, path, s);
   if (!v) return false;
   FhirDateTime t;
-  if (!ParseDateTime(*v, &t) || !t.has_day) {
-    s.Value(path + "." + name, Quote(*v) + " " + kDateTimeForm);
+  std::string nonexistent;
+  if (!ParseDateTime(*v, &t, &nonexistent) || !t.has_day) {
+    s.Value(path + "." + name,
+            nonexistent.empty()
+                ? Quote(*v) + " " + kDateTimeForm
+                : Quote(*v) + " is a date that does not exist (" + nonexistent + ")");
     return false;
   }
   out->set_seconds(t.epoch_seconds);
@@ -324,8 +347,12 @@ bool DateMember(const json& obj, const char* name, const std::string& path, Sink
   auto v = StringMember(obj, name, path, s);
   if (!v) return false;
   FhirDateTime t;
-  if (!ParseDateTime(*v, &t) || !t.has_day) {
-    s.Value(path + "." + name, Quote(*v) + " must be a full date YYYY-MM-DD");
+  std::string nonexistent;
+  if (!ParseDateTime(*v, &t, &nonexistent) || !t.has_day) {
+    s.Value(path + "." + name,
+            nonexistent.empty()
+                ? Quote(*v) + " must be a full date YYYY-MM-DD"
+                : Quote(*v) + " is a date that does not exist (" + nonexistent + ")");
     return false;
   }
   out->set_year(t.year);
@@ -654,7 +681,11 @@ std::optional<std::string> NhsFromIdentifiers(const json& owner, const std::stri
     if (!sys || *sys != kNhsNumberSystem) continue;
     auto value = StringMember(*ident, "value", ipath, s);
     if (!value) {
-      s.Required(where + ".value", "the NHS number identifier has no value");
+      // A value that is there but not a string (or null) was reported as
+      // such; only an absent or empty one is missing.
+      if (IsAbsentOrEmptyString(*ident, "value")) {
+        s.Required(where + ".value", "the NHS number identifier has no value");
+      }
       return std::nullopt;
     }
     *value_expr = where + ".value";
@@ -680,7 +711,9 @@ std::optional<std::string> NhsFromReference(Scope& sc, const char* name, FieldOr
     if (sys && *sys == kNhsNumberSystem) {
       auto value = StringMember(*ident, "value", path + ".identifier", sc.sink);
       if (!value) {
-        sc.sink.Required(path + ".identifier.value", "the NHS number identifier has no value");
+        if (IsAbsentOrEmptyString(*ident, "value")) {  // else reported as the wrong type
+          sc.sink.Required(path + ".identifier.value", "the NHS number identifier has no value");
+        }
         return std::nullopt;
       }
       origin->expression = path + ".identifier.value";
@@ -706,8 +739,9 @@ std::optional<std::string> NhsFromReference(Scope& sc, const char* name, FieldOr
     return std::nullopt;
   }
   std::string value_expr;
+  const size_t issues_before = sc.sink.size();
   auto nhs = NhsFromIdentifiers(*t->resource, t->expression, sc.sink, &value_expr);
-  if (!nhs) {
+  if (!nhs && sc.sink.size() == issues_before) {  // else the identifier's problem is reported
     sc.sink.Required(WhereSystem(t->expression + ".identifier", kNhsNumberSystem),
                      "the Patient referenced by " + path + " has no NHS number identifier");
     return std::nullopt;

@@ -196,7 +196,7 @@ Hl7Error ErrorFromParse(const Er7Error& e) {
   out.code = e.kind == Er7ErrorKind::kDataType ? kErrDataType : kErrSegmentSequence;
   if (!e.segment.empty() && e.segment.size() == 3) {
     out.segment = e.segment;
-    out.segment_sequence = 1;
+    out.segment_sequence = e.occurrence > 0 ? e.occurrence : 1;
     out.field = e.field;
     out.repetition = e.field > 0 ? 1 : 0;
   }

@@ -664,6 +664,15 @@ Hl7Error ErrorFromValidation(const std::string& message, const MappingResult& ma
       e.repetition = mapped.nhs_number_repetition;
     }
     e.text = source + " (" + (field_path.empty() ? path : field_path) + "): " + problem;
+  } else if (path == "event" || (path.rfind("events[", 0) == 0 && path.back() == ']')) {
+    // About a whole event (its size): the broker's "events[i]" means nothing
+    // to an HL7 sender, so the problem is reported as the message's.
+    const bool size = problem.find(" bytes per event") != std::string::npos;
+    e.text = std::string("message: ") +
+             (size ? "the care event mapped from this message is too large: " : "") + problem;
+  } else if (!field_path.empty()) {
+    // A field no HL7 field is known for: named by its care event field.
+    e.text = "message (care event field " + field_path + "): " + problem;
   } else {
     e.text = message;
   }

@@ -60,7 +60,11 @@ MappingResult MapAdt(const Er7Message& msg, const MappingOptions& options);
 // The HL7 error for the broker's validation message `message`
 // ("events[1].gp_registration.practice: ..."): ERR-2 names the source field
 // when it is known (PID-3, PV1-19, PD1-3, ...), ERR-3 is 101 for a missing
-// value, 103 for an unknown code, else 102.
+// value, 103 for an unknown code, else 102. ERR-8 never shows the broker's
+// "events[i]" path: a problem with a whole event (its size) reads
+// "message: the care event mapped from this message is too large: ...", one
+// with a field no HL7 field is known for "message (care event field <path>):
+// ...".
 Hl7Error ErrorFromValidation(const std::string& message, const MappingResult& mapped);
 
 // PV1-36 discharge disposition to DischargeDestination (NHS Data Dictionary

@@ -59,6 +59,7 @@ Er7Error MakeError(Er7ErrorKind kind, std::string segment, int segment_index, in
   e.kind = kind;
   e.segment = std::move(segment);
   e.segment_index = segment_index;
+  e.occurrence = e.segment.empty() ? 0 : 1;
   e.field = field;
   e.problem = std::move(problem);
   return e;
@@ -315,6 +316,18 @@ Er7Error ParseEr7(std::string_view input, const Er7Limits& limits, Er7Message* o
   size_t pos = 0;
   int seg_no = 0;
   std::vector<Er7Message::Segment> segments;
+  // An error in the segment being read (not yet in `segments`): keeps the
+  // segments read so far and says which occurrence of its name it is.
+  auto segment_error = [&](Er7ErrorKind kind, std::string name, int field, std::string problem) {
+    Er7Error e = MakeError(kind, name, seg_no, field, std::move(problem));
+    if (!name.empty()) {
+      for (const auto& seg : segments) {
+        if (text.substr(seg.name.begin, seg.name.size) == name) ++e.occurrence;
+      }
+    }
+    out->segments_ = std::move(segments);
+    return e;
+  };
   while (pos < n) {
     size_t end = pos;
     while (end < n && text[end] != '\r' && text[end] != '\n') ++end;
@@ -332,28 +345,26 @@ Er7Error ParseEr7(std::string_view input, const Er7Limits& limits, Er7Message* o
     std::string name(line.substr(0, 3));
     if (line.size() < 3 || !IsUpper(name[0]) || !(IsUpper(name[1]) || IsDigit(name[1])) ||
         !(IsUpper(name[2]) || IsDigit(name[2]))) {
-      out->segments_ = std::move(segments);
-      return MakeError(K::kStructure, std::string(line.substr(0, 3)), seg_no, 0,
-                       "'" + Printable(line, 12) +
-                           "' does not start with a segment name (3 characters: A-Z then A-Z "
-                           "or 0-9)");
+      return segment_error(K::kStructure, std::string(line.substr(0, 3)), 0,
+                           "'" + Printable(line, 12) +
+                               "' does not start with a segment name (3 characters: A-Z then "
+                               "A-Z or 0-9)");
     }
     if (line.size() > 3 && line[3] != d.field) {
-      out->segments_ = std::move(segments);
-      return MakeError(K::kStructure, name, seg_no, 0,
-                       "the segment name must be followed by the field separator " +
-                           CharName(d.field));
+      return segment_error(K::kStructure, name, 0,
+                           "the segment name must be followed by the field separator " +
+                               CharName(d.field));
     }
     if (seg_no > 1) {
       if (name == "MSH") {
-        out->segments_ = std::move(segments);
-        return MakeError(K::kStructure, name, seg_no, 0,
-                         "a second MSH segment: send one message per MLLP frame");
+        return segment_error(K::kStructure, name, 0,
+                             "a second MSH segment starts a second message, but an MLLP frame "
+                             "carries one message: send each message in its own frame");
       }
       if (name == "BHS" || name == "BTS" || name == "FHS" || name == "FTS") {
-        out->segments_ = std::move(segments);
-        return MakeError(K::kStructure, name, seg_no, 0,
-                         "batch segments are not supported: send one message per MLLP frame");
+        return segment_error(K::kStructure, name, 0,
+                             "batch segments are not supported: send one message per MLLP "
+                             "frame");
       }
     }
     Er7Message::Segment seg;
@@ -367,10 +378,9 @@ Er7Error ParseEr7(std::string_view input, const Er7Limits& limits, Er7Message* o
         size_t fe = f;
         while (fe < end && text[fe] != d.field) ++fe;
         if (seg.fields.size() >= limits.max_fields_per_segment) {
-          out->segments_ = std::move(segments);
-          return MakeError(K::kDataType, name, seg_no, 0,
-                           "more than " + std::to_string(limits.max_fields_per_segment) +
-                               " fields");
+          return segment_error(K::kDataType, name, 0,
+                               "more than " + std::to_string(limits.max_fields_per_segment) +
+                                   " fields");
         }
         seg.fields.push_back(span(f, fe));
         if (fe >= end) break;
@@ -382,8 +392,7 @@ Er7Error ParseEr7(std::string_view input, const Er7Limits& limits, Er7Message* o
       if (seg_no == 1 && field_no <= 2) continue;
       std::string_view fv = text.substr(seg.fields[i].begin, seg.fields[i].size);
       if (auto p = FieldProblem(fv, d, limits.max_repetitions); !p.empty()) {
-        out->segments_ = std::move(segments);
-        return MakeError(K::kDataType, name, seg_no, field_no, p);
+        return segment_error(K::kDataType, name, field_no, p);
       }
     }
     segments.push_back(std::move(seg));

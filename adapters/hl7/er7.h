@@ -63,6 +63,7 @@ struct Er7Error {
   Er7ErrorKind kind = Er7ErrorKind::kNone;
   std::string segment;      // "PID"; "" when the problem is the whole message
   int segment_index = 0;    // 1-based position of the segment in the message; 0: none
+  int occurrence = 0;       // which segment of that name it is (1-based, ERR-2.2); 0: none
   int field = 0;            // 1-based HL7 field position; 0: the segment itself
   std::string problem;      // e.g. "unterminated escape sequence"
 

@@ -22,6 +22,7 @@
 // No timing is asserted.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -41,6 +42,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -129,6 +131,21 @@ std::string Repeat(const std::string& s, size_t n) {
   std::string out;
   out.reserve(s.size() * n);
   for (size_t i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+// `s` with its ASCII digits written as full-width digits (U+FF10..U+FF19,
+// three bytes of UTF-8 each), as some keyboards and forms type them.
+std::string FullWidth(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c >= '0' && c <= '9') {
+      out += "\xEF\xBC";
+      out += static_cast<char>(0x90 + (c - '0'));
+    } else {
+      out += c;
+    }
+  }
   return out;
 }
 
@@ -412,9 +429,9 @@ class MalformedInputTest : public ::testing::Test {
     s = adapters::fhir::FhirServer::Start(fhir, broker_->ingest(), &fhir_);
     ASSERT_TRUE(s.ok()) << s.ToString();
     address_ = "127.0.0.1:" + std::to_string(broker_->port());
-    auto channel = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
-    stub_ = v1::Broker::NewStub(channel);
-    workflow_ = v1::Workflow::NewStub(channel);
+    channel_ = grpc::CreateChannel(address_, grpc::InsecureChannelCredentials());
+    stub_ = v1::Broker::NewStub(channel_);
+    workflow_ = v1::Workflow::NewStub(channel_);
     subscriber_.Start(stub_.get());
     // The subscriber is connected before the first case.
     uint32_t connected = 0;
@@ -481,6 +498,19 @@ class MalformedInputTest : public ::testing::Test {
     v1::PublishResponse resp;
     auto ctx = testing::Context();
     return stub_->Publish(ctx.get(), req, &resp);
+  }
+
+  // A Publish whose request is `bytes` as they are (not necessarily a valid
+  // PublishRequest), through a generic stub.
+  grpc::Status PublishBytes(const std::string& bytes) {
+    grpc::GenericStub generic(channel_);
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1), response;
+    auto ctx = testing::Context();
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(ctx.get(), "/icr.v1.Broker/Publish", grpc::StubOptions(), &request, &response,
+                      [&done](grpc::Status s) { done.set_value(std::move(s)); });
+    return done.get_future().get();
   }
 
   grpc::Status Batch(const std::vector<CareEvent>& events) {
@@ -557,6 +587,7 @@ class MalformedInputTest : public ::testing::Test {
   std::unique_ptr<adapters::hl7::MllpServer> mllp_;
   std::unique_ptr<adapters::fhir::FhirServer> fhir_;
   std::string address_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Broker::Stub> stub_;
   std::unique_ptr<v1::Workflow::Stub> workflow_;
   LiveSubscriber subscriber_;
@@ -642,6 +673,7 @@ CareEvent Placement(const std::string& id) {
 std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
   const auto INVALID = grpc::StatusCode::INVALID_ARGUMENT;
   std::vector<GrpcCase> cases;
+  const std::string kUtf8 = "; string fields must hold UTF-8 text";
   // An event published alone: paths start with "event".
   auto P = [&](const std::string& name, CareEvent e, Msg msg,
                grpc::StatusCode code = grpc::StatusCode::INVALID_ARGUMENT) {
@@ -681,6 +713,16 @@ std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
     "event.nhs_number: fails the Modulus 11 check (check digit should be 6, got 7)");
   P("NHS number with two digits swapped", With(Adm("n16"), nhs("9990000081")),
     "event.nhs_number: fails the Modulus 11 check (check digit should be 5, got 1)");
+  P("NHS number in full-width digits (10 characters, 30 bytes)",
+    With(Adm("n17"), nhs(FullWidth("9990000018"))),
+    "event.nhs_number: must contain ASCII digits 0-9 only (character 1 is U+FF19, a full-width "
+    "digit; retype the number with 0-9)");
+  P("NHS number with one full-width digit", With(Adm("n18"), nhs("999000001" + FullWidth("8"))),
+    "event.nhs_number: must contain ASCII digits 0-9 only (character 10 is U+FF18, a full-width "
+    "digit; retype the number with 0-9)");
+  P("NHS number with an accented letter (10 characters, 11 bytes)",
+    With(Adm("n19"), nhs("999000001\xC3\xA9")),
+    "event.nhs_number: must contain digits only (character 10 is not a digit)");
 
   // --- source_system_id ----------------------------------------------------------------
   const std::string kSystemRule =
@@ -1160,6 +1202,36 @@ std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
     With(Env("l11"),
          [](CareEvent& e) { e.mutable_demographics_update()->add_given_names("Ann\x1f"); }),
     "event.demographics_update.given_names[0]: contains a control character (0x1f)");
+  // --- strings that are not UTF-8 (the broker parses the request, not gRPC) ----------------------
+  P("NHS number not UTF-8", With(Adm("u1"), nhs("999000001\xFF")),
+    "event.nhs_number: is not valid UTF-8 (byte 10 is 0xFF)" + kUtf8);
+  P("Latin-1 text in a nested field",
+    With(Ref("u2"),
+         [](CareEvent& e) {
+           e.mutable_discharge_referral()->mutable_needs()->set_summary("Lives in a caf\xE9 flat");
+         }),
+    "event.discharge_referral.needs.summary: is not valid UTF-8 (byte 15 is 0xE9)" + kUtf8);
+  P("invalid UTF-8 in a list element",
+    With(Env("u3"),
+         [](CareEvent& e) {
+           e.mutable_care_summary_contribution()->add_alerts("dementia");
+           e.mutable_care_summary_contribution()->add_alerts("falls \xC3\x28risk)");
+         }),
+    "event.care_summary_contribution.alerts[1]: is not valid UTF-8 (byte 7 is 0xC3)" + kUtf8);
+  P("UTF-16 surrogate encoded as UTF-8 in the message id",
+    With(Adm("u4"), [](CareEvent& e) { e.set_source_message_id("msg-\xED\xA0\x80"); }),
+    "event.source_message_id: is not valid UTF-8 (byte 5 is 0xED)" + kUtf8);
+  {
+    // Not a PublishRequest at all: its last byte is missing.
+    v1::PublishRequest req;
+    *req.mutable_event() = Adm("u5");
+    std::string bytes = req.SerializeAsString();
+    bytes.pop_back();
+    cases.push_back({"Publish: request cut short (not valid protobuf)",
+                     [this, bytes] { return PublishBytes(bytes); }, INVALID,
+                     "request: not a valid icr.v1.PublishRequest (its protobuf encoding cannot be "
+                     "parsed)"});
+  }
   {
     // An event over 256 KiB: 70 alerts of 4,000 bytes.
     CareEvent big = With(Env("l12"), [](CareEvent& e) {
@@ -1300,6 +1372,12 @@ std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
           kCareSettings + ")" + kNothing);
   }
   {
+    auto v = good("b12-", 3, 1030);
+    v[2].set_source_system_id("uhcw-\xE9pr");
+    B("third event's source system not UTF-8", v,
+      "events[2].source_system_id: is not valid UTF-8 (byte 6 is 0xE9)" + kUtf8 + kNothing);
+  }
+  {
     auto v = good("b11-", 2, 995);
     v.push_back(escalation("b11-esc"));
     B("with an escalation", v,
@@ -1342,6 +1420,47 @@ std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
   S("no payload", {Env("st8")},
     "events[0].payload: exactly one payload is required (for example discharge_referral; see "
     "EventType)");
+  {
+    auto v = good("st9-", 2, 1040);
+    v[1].mutable_admission()->mutable_location()->set_ward("Ward \xFF");
+    S("second event's ward not UTF-8", v,
+      "events[1].admission.location.ward: is not valid UTF-8 (byte 6 is 0xFF)" + kUtf8);
+  }
+  // A request that does not parse is answered in its place, and the stream
+  // goes on: the next request is read and answered too.
+  {
+    v1::PublishStreamRequest bad, next;
+    bad.set_request_id(7101);
+    *bad.add_events() = With(Adm("st10"), nhs("\xC0\xAF"));  // an overlong '/'
+    next.set_request_id(7102);
+    *next.add_events() = With(Adm("st11"), nhs("9990000019"));
+    cases.push_back(
+        {"PublishStream: a request that does not parse, then another request",
+         [this, bad, next] {
+           auto ctx = testing::Context(30s);
+           auto stream = stub_->PublishStream(ctx.get());
+           if (!stream->Write(bad) || !stream->Write(next)) {
+             return grpc::Status(grpc::StatusCode::UNKNOWN, "PublishStream: write failed");
+           }
+           stream->WritesDone();
+           v1::PublishStreamResponse first, second;
+           const bool got = stream->Read(&first) && stream->Read(&second);
+           grpc::Status fin = stream->Finish();
+           if (!got || !fin.ok()) {
+             return grpc::Status(grpc::StatusCode::UNKNOWN,
+                                 "PublishStream: two answers expected: " + fin.error_message());
+           }
+           if (first.request_id() != 7101 || second.request_id() != 7102 ||
+               second.code() != grpc::StatusCode::INVALID_ARGUMENT ||
+               second.message() != std::string("events[0].nhs_number: ") + kMod11) {
+             return grpc::Status(grpc::StatusCode::UNKNOWN,
+                                 "PublishStream: unexpected answers: " + first.ShortDebugString() +
+                                     " / " + second.ShortDebugString());
+           }
+           return grpc::Status(static_cast<grpc::StatusCode>(first.code()), first.message());
+         },
+         INVALID, "events[0].nhs_number: is not valid UTF-8 (byte 1 is 0xC0)" + kUtf8});
+  }
 
   // --- Subscribe
   // -----------------------------------------------------------------------------------
@@ -1517,6 +1636,9 @@ std::vector<GrpcCase> MalformedInputTest::GrpcCases() {
       "name of 200 characters (shown cut to 140)",
       [](auto& r) { r.set_subscription(std::string(200, 'n')); },
       "subscription: '" + std::string(140, 'n') + kSubName);
+  Sub(
+      "name not UTF-8", [](auto& r) { r.set_subscription("na\xEFve"); },
+      "subscription: is not valid UTF-8 (byte 3 is 0xEF)" + kUtf8);
   Sub(
       "name reserved for rest-hooks", [](auto& r) { r.set_subscription("resthook:mine"); },
       "subscription: names starting with 'resthook:' hold FHIR rest-hook definitions and cannot "
@@ -1847,6 +1969,7 @@ std::vector<Hl7Case> MalformedInputTest::Hl7Cases() {
     huge_ward = Replace(a02, "Ward 10^", std::string((1 << 20) - (probe.size() - 1), 'W') + "^");
   }
   const std::string kSize = " bytes exceeds the limit of 262144 bytes per event";
+  const std::string kTooLarge = "message: the care event mapped from this message is too large: ";
 
   std::vector<Hl7Case> c = {
       // --- not parseable: AR ---------------------------------------------------------------
@@ -1890,6 +2013,9 @@ std::vector<Hl7Case> MalformedInputTest::Hl7Cases() {
        "segment 1: a message must start with an MSH segment (got 'PID')"},
       {"batch header", "BHS|^~\\&|UHCW\r" + a02, "AR", "", 100, "BHS^1",
        "segment 1 (BHS): batches (BHS/FHS) are not supported: send one message per MLLP frame"},
+      {"second MSH in one frame", a02 + A01(), "AR", "A02-0001", 100, "MSH^2",
+       "segment 5 (MSH): a second MSH segment starts a second message, but an MLLP frame "
+       "carries one message: send each message in its own frame"},
       {"lower-case segment name", a02 + "nte|1|x\r", "AR", "A02-0001", 100, "nte^1",
        "segment 5 (nte): 'nte|1|x' does not start with a segment name (3 characters: A-Z then "
        "A-Z or 0-9)"},
@@ -2003,6 +2129,10 @@ std::vector<Hl7Case> MalformedInputTest::Hl7Cases() {
        "PID-3 (nhs_number): must be exactly 10 digits (got 9 characters)"},
       {"NHS number with letters", A02("A02-0001", "99900000AB"), "AE", "A02-0001", 102, "PID^1^3^1",
        "PID-3 (nhs_number): must contain digits only (character 9 is not a digit)"},
+      {"NHS number in full-width digits", A02("A02-0001", FullWidth("9990000026")), "AE",
+       "A02-0001", 102, "PID^1^3^1",
+       "PID-3 (nhs_number): must contain ASCII digits 0-9 only (character 1 is U+FF19, a "
+       "full-width digit; retype the number with 0-9)"},
       {"NHS number spaced in wrong places, wrong check digit", A02("A02-0001", "99 900 000 19"),
        "AE", "A02-0001", 102, "PID^1^3^1", std::string("PID-3 (nhs_number): ") + kMod11},
       {"NHS number in PID-2 with a wrong check digit",
@@ -2100,13 +2230,18 @@ std::vector<Hl7Case> MalformedInputTest::Hl7Cases() {
       {"control character in the ward", Replace(a02, "Ward 10^", "Ward\\X01\\10^"), "AE",
        "A02-0001", 102, "PV1^1^3^1",
        "PV1-3 (transfer.to.ward): contains a control character (0x01)"},
+      // A Latin-1 sender (MSH-18 8859/1): the byte 0xE9 is not UTF-8 text.
+      {"Latin-1 byte in the ward", Replace(a02, "Ward 10^", "Ward 10 Caf\xE9^"), "AE",
+       "A02-0001", 102, "PV1^1^3^1",
+       "PV1-3 (transfer.to.ward): is not valid UTF-8 (byte 12 is 0xE9); string fields must "
+       "hold UTF-8 text"},
       {"ward of 4001 bytes", Replace(a02, "Ward 10^", std::string(4001, 'W') + "^"), "AE",
        "A02-0001", 102, "PV1^1^3^1",
        "PV1-3 (transfer.to.ward): 4001 bytes exceeds the limit of 4000 bytes"},
       {"ward of 300000 bytes", Replace(a02, "Ward 10^", std::string(300000, 'W') + "^"), "AE",
-       "A02-0001", 102, "", "events[0]: 300114" + kSize},
+       "A02-0001", 102, "", kTooLarge + "300114" + kSize},
       {"ward filling a 1 MiB message", huge_ward, "AE", "A02-0001", 102, "",
-       "events[0]: 1048393" + kSize},
+       kTooLarge + "1048393" + kSize},
       // --- not MLLP at all: no ACK, the connection is closed
       // --------------------------------------
       {"HL7 without MLLP framing", a02, "", "", 0, "", ""},
@@ -2454,6 +2589,14 @@ std::vector<FhirCase> MalformedInputTest::FhirCases() {
       {"NHS number whose stem gives check digit 10", kPatient, Dump(pat, nhs("999 000 0283")), 400,
        "value", nhs_value,
        "event.nhs_number: fails the Modulus 11 check (its first nine digits give check digit 10)"},
+      {"NHS number in full-width digits", kPatient, Dump(pat, nhs(FullWidth("9990000204"))), 400,
+       "value", nhs_value,
+       "event.nhs_number: must contain ASCII digits 0-9 only (character 1 is U+FF19, a "
+       "full-width digit; retype the number with 0-9)"},
+      {"NHS identifier value a JSON number (one issue)", kPatient,
+       Dump(pat, [](json& j) { j["identifier"][0]["value"] = 9990000204LL; }), 400, "structure",
+       "Patient.identifier[0].value",
+       "Patient.identifier[0].value: must be a string (FHIR JSON), not a number"},
       {"identifier not an array", kPatient,
        Dump(pat, [](json& j) { j["identifier"] = j["identifier"][0]; }), 400, "structure",
        "Patient.identifier", "Patient.identifier: must be an array (FHIR JSON), not an object"},
@@ -2464,6 +2607,18 @@ std::vector<FhirCase> MalformedInputTest::FhirCases() {
        "Patient.gender: 'F' is not an administrative gender (male, female, other, unknown)"},
       {"birthDate partial", kPatient, Dump(pat, [](json& j) { j["birthDate"] = "1950"; }), 400,
        "value", "Patient.birthDate", "Patient.birthDate: '1950' must be a full date YYYY-MM-DD"},
+      {"birthDate 30 February", kPatient, Dump(pat, [](json& j) { j["birthDate"] = "1950-02-30"; }),
+       400, "value", "Patient.birthDate",
+       "Patient.birthDate: '1950-02-30' is a date that does not exist (day 30 is not a day of "
+       "month 2 in 1950: 1..28)"},
+      {"birthDate 29 February 1900 (not a leap year)", kPatient,
+       Dump(pat, [](json& j) { j["birthDate"] = "1900-02-29"; }), 400, "value", "Patient.birthDate",
+       "Patient.birthDate: '1900-02-29' is a date that does not exist (day 29 is not a day of "
+       "month 2 in 1900: 1..28)"},
+      {"birthDate month 13", kPatient, Dump(pat, [](json& j) { j["birthDate"] = "1950-13-01"; }),
+       400, "value", "Patient.birthDate",
+       "Patient.birthDate: '1950-13-01' is a date that does not exist (month 13 is outside "
+       "1..12)"},
       {"birthDate before 1900", kPatient, Dump(pat, [](json& j) { j["birthDate"] = "1850-01-01"; }),
        400, "value", "Patient.birthDate",
        "event.demographics_update.birth_date: year 1850 is outside 1900..2200"},
@@ -2497,6 +2652,15 @@ std::vector<FhirCase> MalformedInputTest::FhirCases() {
            ": is required; the person's NHS number as a logical reference (Encounter.subject."
            "identifier with system " +
            kNhsSystem + ")"},
+      {"Encounter subject NHS number a JSON number (one issue)", kEncounter,
+       Dump(enc, [](json& j) { j["subject"]["identifier"]["value"] = 9990000212LL; }), 400,
+       "structure", "Encounter.subject.identifier.value",
+       "Encounter.subject.identifier.value: must be a string (FHIR JSON), not a number"},
+      {"start on 31 April", kEncounter,
+       Dump(enc, [](json& j) { j["period"]["start"] = "2025-04-31T10:00:00Z"; }), 400, "value",
+       "Encounter.period.start",
+       "Encounter.period.start: '2025-04-31T10:00:00Z' is a date that does not exist (day 31 is "
+       "not a day of month 4 in 2025: 1..30)"},
       {"Encounter subject NHS number wrong", kEncounter,
        Dump(enc, [](json& j) { j["subject"]["identifier"]["value"] = "9990000213"; }), 400, "value",
        "Encounter.subject.identifier.value",
@@ -2843,6 +3007,12 @@ std::vector<CsvCase> MalformedInputTest::CsvCases() {
        "column 'Start Date': '2026-01-05' is not a valid date (format %d/%m/%Y)"},
       {"two-digit year", Packages([](PackageRow& r) { r.start = "05/01/26"; }), 1, "2",
        "column 'Start Date': '05/01/26' is not a valid date (format %d/%m/%Y)"},
+      {"start date in 1899", Packages([](PackageRow& r) { r.start = "31/12/1899"; }), 1, "2",
+       "column 'Start Date': '31/12/1899' is in year 1899, outside the supported years "
+       "1900..2200"},
+      {"updated in 2201", Packages([](PackageRow& r) { r.updated = "01/01/2201 09:00"; }), 1, "2",
+       "column 'Last Updated': '01/01/2201 09:00' is in year 2201, outside the supported years "
+       "1900..2200"},
       {"hour 25", Packages([](PackageRow& r) { r.updated = "01/03/2025 25:00"; }), 1, "2",
        "column 'Last Updated': '01/03/2025 25:00' is not a valid date and time (format %d/%m/%Y "
        "%H:%M)"},
@@ -2857,6 +3027,11 @@ std::vector<CsvCase> MalformedInputTest::CsvCases() {
       {"NHS number with letters", Packages([](PackageRow& r) { r.nhs = "NHS9990000247"; }), 1, "2",
        "column 'NHS Number': " + kBroker +
            "nhs_number: must be exactly 10 digits (got 13 characters)"},
+      {"NHS number in full-width digits",
+       Packages([](PackageRow& r) { r.nhs = FullWidth("999 000 0247"); }), 1, "2",
+       "column 'NHS Number': " + kBroker +
+           "nhs_number: must contain ASCII digits 0-9 only (character 1 is U+FF19, a full-width "
+           "digit; retype the number with 0-9)"},
       {"NHS number with a letter O", Packages([](PackageRow& r) { r.nhs = "999 OOO 0247"; }), 1,
        "2",
        "column 'NHS Number': " + kBroker +

@@ -41,6 +41,35 @@ TEST(NhsNumberTest, RejectsWrongLengthAndNonDigits) {
             "must contain digits only (character 9 is not a digit)");
 }
 
+TEST(NhsNumberTest, CountsCharactersNotBytes) {
+  // "é" is two bytes of UTF-8 but one character.
+  EXPECT_EQ(NhsNumberProblem("999000001\xC3\xA9"),
+            "must contain digits only (character 10 is not a digit)");
+  EXPECT_EQ(NhsNumberProblem("99900\xC3\xA9"), "must be exactly 10 digits (got 6 characters)");
+  // A byte that is not UTF-8 counts as one character.
+  EXPECT_EQ(NhsNumberProblem("999000001\xFF"),
+            "must contain digits only (character 10 is not a digit)");
+}
+
+TEST(NhsNumberTest, NamesNonAsciiDigits) {
+  // Full-width digits (U+FF10..U+FF19), three bytes each: "９９９０００００１８".
+  const std::string full_width =
+      "\xEF\xBC\x99\xEF\xBC\x99\xEF\xBC\x99\xEF\xBC\x90\xEF\xBC\x90\xEF\xBC\x90\xEF\xBC\x90"
+      "\xEF\xBC\x90\xEF\xBC\x91\xEF\xBC\x98";
+  EXPECT_EQ(NhsNumberProblem(full_width),
+            "must contain ASCII digits 0-9 only (character 1 is U+FF19, a full-width digit; "
+            "retype the number with 0-9)");
+  // One full-width digit among ASCII ones, in a number of the wrong length.
+  EXPECT_EQ(NhsNumberProblem("99900\xEF\xBC\x90"),
+            "must contain ASCII digits 0-9 only (character 6 is U+FF10, a full-width digit; "
+            "retype the number with 0-9)");
+  // Arabic-Indic digit nine (U+0669).
+  EXPECT_EQ(NhsNumberProblem("\xD9\xA9"
+                             "990000018"),
+            "must contain ASCII digits 0-9 only (character 1 is U+0669, a non-ASCII digit; "
+            "retype the number with 0-9)");
+}
+
 TEST(NhsNumberTest, EveryTenDigitNumberWithMatchingCheckDigitIsAccepted) {
   // Exhaustive over a block of the test range: accepted exactly when the
   // last digit equals the computed check digit.

@@ -524,7 +524,9 @@ TEST(CsvMalformed, EachBadRowIsRejectedWithItsError) {
       {"ISO date in a UK column", Row("2025-03-01"),
        "column 'Start Date': '2025-03-01' is not a valid date (format %d/%m/%Y)"},
       {"two-digit year", Row("01/03/25"), "'01/03/25' is not a valid date"},
-      {"year before 1900", Row("01/03/1899"), "'01/03/1899' is not a valid date"},
+      {"year before 1900", Row("01/03/1899"),
+       "row 3, column 'Start Date': '01/03/1899' is in year 1899, outside the supported years "
+       "1900..2200"},
       {"29 February, no leap year", Row("29/02/2025"), "'29/02/2025' is not a valid date"},
       {"time in a date column", Row("01/03/2025 10:00"), "'01/03/2025 10:00' is not a valid date"},
       {"empty required date", Row(""),

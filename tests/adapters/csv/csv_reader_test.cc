@@ -325,6 +325,24 @@ TEST(Formats, UkDates) {
   EXPECT_FALSE(ParseWithFormat("01/03/1899", "%d/%m/%Y", &t));
 }
 
+TEST(Formats, AYearOutsideTheRangeIsToldApart) {
+  CivilTime t;
+  int year = -1;
+  EXPECT_FALSE(ParseWithFormat("31/12/1899", "%d/%m/%Y", &t, &year));
+  EXPECT_EQ(year, 1899);
+  year = -1;
+  EXPECT_FALSE(ParseWithFormat("01/01/2201 09:00", "%d/%m/%Y %H:%M", &t, &year));
+  EXPECT_EQ(year, 2201);
+  // Not a real date, or not matching: the year is not the reason.
+  year = -1;
+  EXPECT_FALSE(ParseWithFormat("29/02/1899", "%d/%m/%Y", &t, &year));
+  EXPECT_FALSE(ParseWithFormat("1899-12-31", "%d/%m/%Y", &t, &year));
+  EXPECT_EQ(year, -1);
+  EXPECT_TRUE(ParseWithFormat("01/01/1900", "%d/%m/%Y", &t, &year));
+  EXPECT_TRUE(ParseWithFormat("31/12/2200", "%d/%m/%Y", &t, &year));
+  EXPECT_EQ(year, -1);
+}
+
 TEST(Formats, NamesTimesAndOffsets) {
   CivilTime t;
   ASSERT_TRUE(ParseWithFormat("06-aug-2025", "%d-%b-%Y", &t));

@@ -175,6 +175,38 @@ TEST(FhirMappingTest, PatientProblemsNameTheElement) {
   ExpectIssue(MapRequest(p.dump(), "Patient", Context()), IssueType::kValue, "Patient.birthDate",
               "full date");
 
+  // A full date that does not exist is not called "not a full date".
+  p = Parse(Fixture("patient.json"));
+  p["birthDate"] = "1950-02-30";
+  {
+    MappedRequest r = MapRequest(p.dump(), "Patient", Context());
+    ASSERT_EQ(r.AllIssues().size(), 1u) << Describe(r.AllIssues());
+    ExpectIssue(r, IssueType::kValue, "Patient.birthDate",
+                "Patient.birthDate: '1950-02-30' is a date that does not exist (day 30 is not a "
+                "day of month 2 in 1950: 1..28)");
+  }
+  p["birthDate"] = "2000-02-29";  // a leap year
+  MapOk(p.dump(), "Patient");
+  p["birthDate"] = "1950-00-10";
+  ExpectIssue(MapRequest(p.dump(), "Patient", Context()), IssueType::kValue, "Patient.birthDate",
+              "Patient.birthDate: '1950-00-10' is a date that does not exist (month 0 is outside "
+              "1..12)");
+
+  // An NHS number sent as a JSON number: one issue, its type (not also "has
+  // no value").
+  p = Parse(Fixture("patient.json"));
+  p["identifier"][0]["value"] = 9990000018LL;
+  {
+    MappedRequest r = MapRequest(p.dump(), "Patient", Context());
+    ASSERT_EQ(r.AllIssues().size(), 1u) << Describe(r.AllIssues());
+    ExpectIssue(r, IssueType::kStructure, "Patient.identifier[0].value",
+                "Patient.identifier[0].value: must be a string (FHIR JSON), not a number");
+  }
+  // An empty value is still a missing one.
+  p["identifier"][0]["value"] = "";
+  ExpectIssue(MapRequest(p.dump(), "Patient", Context()), IssueType::kRequired,
+              std::string("Patient.") + kNhsWhere + ".value", "has no value");
+
   p = Parse(Fixture("patient.json"));
   p["name"][1]["given"] = "Margaret";
   ExpectIssue(MapRequest(p.dump(), "Patient", Context()), IssueType::kStructure,

@@ -564,7 +564,9 @@ TEST_F(FhirServerTest, MalformedInputIsRejectedAndNothingIsStored) {
        "value", "Patient.birthDate", "full date"},
       {"impossible birthDate", kPatient,
        with(patient, [](json& j) { j["birthDate"] = "1950-02-30"; }), 400, "value",
-       "Patient.birthDate", ""},
+       "Patient.birthDate",
+       "Patient.birthDate: '1950-02-30' is a date that does not exist (day 30 is not a day of "
+       "month 2 in 1950: 1..28)"},
       {"birthDate a number", kPatient, with(patient, [](json& j) { j["birthDate"] = 1950; }), 400,
        "structure", "Patient.birthDate", "must be a string"},
       {"birthDate before 1900", kPatient,

@@ -304,6 +304,20 @@ TEST(AdtMappingTest, ValidationErrorsMapBackToFields) {
   e = ErrorFromValidation("events: something else", r);
   EXPECT_EQ(e.segment, "");
   EXPECT_EQ(e.text, "events: something else");
+  // A whole event too large: no HL7 field, and not the broker's "events[0]".
+  e = ErrorFromValidation("events[0]: 300114 bytes exceeds the limit of 262144 bytes per event", r);
+  EXPECT_EQ(e.segment, "");
+  EXPECT_EQ(e.code, kErrDataType);
+  EXPECT_EQ(e.text,
+            "message: the care event mapped from this message is too large: 300114 bytes "
+            "exceeds the limit of 262144 bytes per event");
+  // A field with no known HL7 source is named by its care event field.
+  e = ErrorFromValidation("events[0].care_package_start.hours_per_week: must be a finite number",
+                          r);
+  EXPECT_EQ(e.segment, "");
+  EXPECT_EQ(e.text,
+            "message (care event field care_package_start.hours_per_week): must be a finite "
+            "number");
 }
 
 TEST(AckTest, AaSwapsSenderAndReceiver) {
@@ -392,6 +406,22 @@ TEST(AckTest, UnreadableMessageGetsADefaultAck) {
   EXPECT_EQ(parsed.msa2, "");
   EXPECT_EQ(parsed.err_codes[0], 102);
   EXPECT_NE(ack.find("|2.5.1\r"), std::string::npos);
+}
+
+TEST(AckTest, ASecondMshIsLocatedAtTheSecondMsh) {
+  const std::string a01 = Fixture("a01_admit.hl7");
+  Er7Message m;
+  Er7Error e = ParseEr7(a01 + a01, {}, &m);
+  ASSERT_FALSE(e.ok());
+  Hl7Error h = ErrorFromParse(e);
+  EXPECT_EQ(h.code, kErrSegmentSequence);
+  EXPECT_EQ(h.segment, "MSH");
+  EXPECT_EQ(h.segment_sequence, 2);
+  EXPECT_NE(h.text.find("an MLLP frame carries one message"), std::string::npos) << h.text;
+  AckParams p;
+  p.control_id = "C";
+  const std::string ack = BuildAck(m, AckCode::kAR, {h}, p);
+  EXPECT_NE(ack.find("|MSH^2|100^Segment sequence error^HL70357|"), std::string::npos) << ack;
 }
 
 TEST(AckTest, StoreFailureAsksForARetry) {

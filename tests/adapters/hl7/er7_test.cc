@@ -172,8 +172,17 @@ TEST(Er7Test, StructuralErrors) {
   Er7Error e = MustFail("PID|1\r" + head);
   EXPECT_NE(e.problem.find("must start with an MSH"), std::string::npos);
   e = MustFail(head + head);
-  EXPECT_NE(e.problem.find("second MSH"), std::string::npos);
+  EXPECT_EQ(e.problem,
+            "a second MSH segment starts a second message, but an MLLP frame carries one "
+            "message: send each message in its own frame");
   EXPECT_EQ(e.segment_index, 2);
+  EXPECT_EQ(e.occurrence, 2);  // the second MSH, not the first
+  // A field problem in the second segment of a name is in its second occurrence.
+  e = MustFail(head + "NTE|1|ok\rPID|1\rNTE|2|\\Q\\\r");
+  EXPECT_EQ(e.segment, "NTE");
+  EXPECT_EQ(e.segment_index, 4);
+  EXPECT_EQ(e.occurrence, 2);
+  EXPECT_EQ(e.field, 2);
   e = MustFail(head + "pid|1\r");
   EXPECT_NE(e.problem.find("segment name"), std::string::npos);
   e = MustFail(head + "PI\r");

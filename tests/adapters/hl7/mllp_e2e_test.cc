@@ -389,7 +389,7 @@ std::vector<BadCase> BadCases() {
       {"MSH then CR", "MSH\r", "AR", 100, "field separator is missing"},
       {"PID first", "PID|1||9990000018^^^NHS^NH\r" + a02, "AR", 100, "must start with an MSH"},
       {"batch", "BHS|^~\\&|UHCW\r" + a02, "AR", 100, "batch"},
-      {"two MSH", a02 + msh, "AR", 100, "second MSH"},
+      {"two MSH", a02 + msh, "AR", 100, "an MLLP frame carries one message"},
       {"lower-case segment", a02 + "nte|1|x\r", "AR", 100, "segment name"},
       {"long segment name", a02 + "NTEX|1|x\r", "AR", 100, "followed by the field separator"},
       {"short segment", a02 + "NT\r", "AR", 100, "segment name"},
