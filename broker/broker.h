@@ -36,6 +36,10 @@ struct BrokerOptions {
   std::string listen_address = "127.0.0.1:50051";
   // Default: sync (acknowledge after WAL fsync).
   store::Durability durability = store::Durability::kSync;
+  // Open a data directory whose write-ahead log is damaged before its end,
+  // keeping what precedes the damage (store::StoreOptions). Default: false,
+  // refuse to start and say so.
+  bool accept_wal_damage = false;
   // Ingest rules.
   ValidationOptions validation;
   // Largest gRPC message accepted. Default: 16 MiB.
@@ -49,6 +53,11 @@ struct BrokerOptions {
   // grpc::ResourceQuota); past it, new data is refused rather than the
   // broker growing without bound. Default: 2 GiB.
   size_t grpc_memory_bytes = size_t{2} << 30;
+  // Keepalive enforcement: a client may ping at most this often while it has
+  // calls open (never, with none). A client that pings faster gets 5 strikes,
+  // then GOAWAY (ENHANCE_YOUR_CALM, "too_many_pings") and its calls end with
+  // UNAVAILABLE. Default: 10,000 ms.
+  int min_client_ping_interval_ms = 10000;
   // Grace period for in-flight RPCs on shutdown. Default: 5,000 ms.
   int shutdown_grace_ms = 5000;
   // A subscriber stream whose write has waited this long (the subscriber

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -16,6 +17,7 @@
 #include "broker/service.h"
 #include "broker/workflow/state_machine.h"
 #include "broker/workflow_service.h"
+#include "icr/v1/state.pb.h"
 
 namespace icr::broker {
 namespace {
@@ -63,7 +65,8 @@ class BrokerServerImpl final : public BrokerServer {
     // Detect dead peers on long-lived subscriber streams.
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                               options_.min_client_ping_interval_ms);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 5);
     server_ = builder.BuildAndStart();
     if (!server_ || port_ == 0) {
@@ -147,11 +150,50 @@ class BrokerServerImpl final : public BrokerServer {
 
 }  // namespace
 
+namespace {
+
+// A durable subscription's cursor past the end of the log (the log lost its
+// tail: a recovery with --accept-wal-damage, or a restored older backup)
+// would skip the events stored next at those positions. At start-up, before
+// any publish, such cursors are moved back to the end, and acknowledgements
+// ahead of it are forgotten.
+store::Status PullBackCursorsPastTheEnd(store::EventStore* store) {
+  std::vector<std::pair<std::string, std::string>> subscriptions;
+  store::Status s = store->ListSubscriptions(&subscriptions);
+  if (!s.ok()) return s;
+  const uint64_t last = store->LastPosition();
+  for (const auto& [name, bytes] : subscriptions) {
+    icr::v1::internal::SubscriptionState state;
+    if (!state.ParseFromString(bytes)) continue;  // Subscribe reports it (DATA_LOSS)
+    const bool ahead_past = std::any_of(state.acked_ahead().begin(), state.acked_ahead().end(),
+                                        [last](uint64_t p) { return p > last; });
+    if (state.cursor() <= last && !ahead_past) continue;
+    if (state.cursor() > last) {
+      std::fprintf(stderr,
+                 "icr-broker: ALERT: subscription '%s' had cursor %llu past the last stored "
+                 "position %llu; moved back to %llu so later events are not skipped\n",
+                 name.c_str(), static_cast<unsigned long long>(state.cursor()),
+                 static_cast<unsigned long long>(last), static_cast<unsigned long long>(last));
+    }
+    state.set_cursor(std::min<uint64_t>(state.cursor(), last));
+    auto* ahead = state.mutable_acked_ahead();
+    ahead->erase(std::remove_if(ahead->begin(), ahead->end(),
+                                [last](uint64_t p) { return p > last; }),
+                 ahead->end());
+    s = store->PutSubscription(name, state.SerializeAsString(), /*sync=*/true);
+    if (!s.ok()) return s;
+  }
+  return {};
+}
+
+}  // namespace
+
 store::Status BrokerServer::Start(const BrokerOptions& options,
                                   std::unique_ptr<BrokerServer>* out) {
   store::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
   store_options.durability = options.durability;
+  store_options.accept_wal_damage = options.accept_wal_damage;
   store_options.bulk_share = options.bulk_share;
   store_options.max_routine_batch_events = options.routine_batch_events;
   // The state machine tells the escalation timer of new deadlines; the timer
@@ -164,6 +206,8 @@ store::Status BrokerServer::Start(const BrokerOptions& options,
   store_options.state_machine = workflow::NewWorkflowStateMachine(workflow_options);
   std::unique_ptr<store::EventStore> store;
   store::Status s = store::OpenRocksDbStore(store_options, &store);
+  if (!s.ok()) return s;
+  s = PullBackCursorsPastTheEnd(store.get());
   if (!s.ok()) return s;
   auto server = std::make_unique<BrokerServerImpl>(options, std::move(store));
   // The timer outlives every call: Shutdown closes the store (the writer

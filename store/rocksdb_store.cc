@@ -451,6 +451,12 @@ class RocksDbStore final : public EventStore {
       size_t cf, uint64_t from, std::string_view what,
       const std::function<bool(uint64_t position, const rocksdb::Slice& value, Status* s)>& visit,
       uint64_t* last_out = nullptr);
+  // After an open failed with corruption: true if the WAL is the damaged
+  // part (a read-only open stopping at the damage works), with the last
+  // position intact before it. Changes nothing on disk.
+  bool WalDamageLeaves(const rocksdb::DBOptions& db_options,
+                       const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs,
+                       uint64_t* intact);
   Status Rocks(const rocksdb::Status& s, std::string_view what) const {
     return FromRocks(s, what, options_.data_dir);
   }
@@ -576,7 +582,10 @@ Status RocksDbStore::OpenDb() {
   db_options.bytes_per_sync = 1 << 20;
   db_options.max_total_wal_size = 512u << 20;
   db_options.keep_log_file_num = 5;
-  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // Every acknowledged write was synced, so only a log's last record can be
+  // torn by a crash; that is tolerated. A record failing its checksum with
+  // more after it is damage, not a crash: refused below, unless accepted.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   if (options_.env != nullptr) db_options.env = options_.env;
   // One thread writes events; pipelining across writer groups does not help
   // it (measured: no gain for the single writer).
@@ -630,11 +639,61 @@ Status RocksDbStore::OpenDb() {
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::Status rs = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw);
+  if (rs.IsCorruption()) {
+    // Is it the WAL? Then a read-only open that stops at the damage (and
+    // changes nothing on disk) works, and says how far the log is intact.
+    uint64_t intact = 0;
+    if (!WalDamageLeaves(db_options, descriptors, &intact)) {
+      return Rocks(rs, "opening the event store");
+    }
+    if (!options_.accept_wal_damage) {
+      return Status::Corruption(
+          "the write-ahead log in " + dir + " is damaged before its end (" + rs.ToString() +
+          "): it is intact up to position " + std::to_string(intact) +
+          ", and acknowledged events written after the damage would be lost by recovering "
+          "past it, so the store refuses to open. Restore the directory from a backup; or "
+          "copy it aside and restart with --accept-wal-damage to keep positions 1-" +
+          std::to_string(intact) + " and lose what follows");
+    }
+    db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+    rs = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw);
+    if (rs.ok()) {
+      std::fprintf(stderr,
+                   "icr store: ALERT: the write-ahead log in %s was damaged; opened with "
+                   "--accept-wal-damage: kept positions 1-%llu, dropped every record after "
+                   "the damage. Subscribers' cursors past %llu are moved back to it.\n",
+                   dir.c_str(), static_cast<unsigned long long>(intact),
+                   static_cast<unsigned long long>(intact));
+    }
+  }
   if (!rs.ok()) return Rocks(rs, "opening the event store");
   std::unique_lock lk(db_mu_);
   db_.reset(raw);
   cfs_ = std::move(handles);
   return Status::Ok();
+}
+
+bool RocksDbStore::WalDamageLeaves(const rocksdb::DBOptions& db_options,
+                                   const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs,
+                                   uint64_t* intact) {
+  rocksdb::DBOptions probe = db_options;
+  probe.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  probe.create_if_missing = false;
+  rocksdb::DB* raw = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  if (!rocksdb::DB::OpenForReadOnly(probe, options_.data_dir, cfs, &handles, &raw).ok()) {
+    return false;
+  }
+  std::unique_ptr<rocksdb::DB> db(raw);
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[kEvents]));
+    it->SeekToLast();
+    if (it->Valid()) {
+      keys::DecodePosition(std::string_view(it->key().data(), it->key().size()), intact);
+    }
+  }
+  for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
+  return true;
 }
 
 Status RocksDbStore::CheckSchema() {

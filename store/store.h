@@ -257,6 +257,14 @@ struct StoreOptions {
   // Tests pass one over a fault-injecting filesystem (a full disk, a power
   // cut). Must outlive the store.
   rocksdb::Env* env = nullptr;
+  // A write-ahead log damaged before its end (a record failing its checksum
+  // with more records after it) means acknowledged events may follow the
+  // damage. false (the default): refuse to open, with a message naming the
+  // damage and the next step. true: recover everything before the damaged
+  // record, drop what follows, and log an alert with the last position kept
+  // (the operator's choice, after copying the directory aside). A log cut
+  // short at its end (a torn last write) is recovered either way.
+  bool accept_wal_damage = false;
 };
 
 // Opens (creating if needed) the RocksDB store. Recovers after a clean or

@@ -36,6 +36,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"sync", "relaxed"}))
       ->capture_default_str()
       ->envname("ICR_DURABILITY");
+  app.add_flag("--accept-wal-damage", options.accept_wal_damage,
+               "Start on a data directory whose write-ahead log is damaged before its end: keep "
+               "the events before the damage and lose what follows (copy the directory aside "
+               "first; without this flag the broker refuses to start and says why)");
   app.add_flag("--production", production,
                "Production profile: refuse NHS numbers from the 999 test range");
   app.add_option("--max-event-bytes", options.validation.max_event_bytes,
@@ -49,6 +53,10 @@ int main(int argc, char** argv) {
   app.add_option("--grpc-memory-mb", grpc_memory_mb,
                  "memory gRPC may use for buffers across all connections, MiB")
       ->check(CLI::Range(64, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--min-client-ping-interval-ms", options.min_client_ping_interval_ms,
+                 "keepalive enforcement: clients pinging more often (5 strikes) are sent GOAWAY")
+      ->check(CLI::Range(100, 3600000))
       ->capture_default_str();
   app.add_option("--shutdown-grace-ms", options.shutdown_grace_ms,
                  "How long in-flight calls may take to finish on shutdown")

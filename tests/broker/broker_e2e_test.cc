@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <map>
 #include <thread>
 
@@ -312,6 +313,64 @@ TEST(BrokerE2ETest, AConnectionGetsAtMostItsStreamLimitAndRequestsAtMostTheSizeL
   ASSERT_TRUE(stub->GetStatus(ctx.get(), {}, &status).ok());
   EXPECT_EQ(status.last_position(), before + static_cast<uint64_t>(at_limit.events_size()))
       << "the refused request stored something";
+}
+
+// Keepalive enforcement: a client may ping at most every
+// min_client_ping_interval_ms while it has a call open. One that keeps to it
+// keeps its connection; one that pings more often is sent GOAWAY
+// (too_many_pings) after 5 strikes, and its open stream ends UNAVAILABLE.
+// (gRPC's C++ client will not ping more than once a second, so the limit is
+// 2 s here: the polite client pings every 2.5 s, the rude one every second.)
+TEST(BrokerE2ETest, AClientPingingTooOftenIsDisconnectedAndOneKeepingTheLimitIsNot) {
+  TempDir dir;
+  auto options = icr::testing::TestBrokerOptions(dir.path());
+  options.min_client_ping_interval_ms = 2000;
+  TestBroker broker(options);
+  // A subscriber stream (no heartbeats: data would reset the strikes) on a
+  // connection of its own that pings every `ping_ms`, for `hold`: whether
+  // it ended before, and how.
+  auto hold_stream = [&](int ping_ms, std::chrono::milliseconds hold) {
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, ping_ms);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);  // the client's own brake off
+    args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, ping_ms);
+    auto stub = v1::Broker::NewStub(
+        grpc::CreateCustomChannel(broker.address(), grpc::InsecureChannelCredentials(), args));
+    v1::SubscribeRequest req;
+    req.set_heartbeat_ms(3600000);
+    auto ctx = Context(hold + 10s);
+    auto reader = stub->Subscribe(ctx.get(), req);
+    std::promise<grpc::Status> ended;
+    std::thread read([&] {
+      v1::SubscribeResponse r;
+      while (reader->Read(&r)) {
+      }
+      ended.set_value(reader->Finish());
+    });
+    auto done = ended.get_future();
+    const bool ended_early = done.wait_for(hold) == std::future_status::ready;
+    if (!ended_early) ctx->TryCancel();
+    grpc::Status s = done.get();
+    read.join();
+    return std::make_pair(ended_early, s);
+  };
+  auto polite = std::async(std::launch::async, hold_stream, 2500, 9000ms);
+  auto rude = std::async(std::launch::async, hold_stream, 1000, 9000ms);
+  auto [polite_ended, polite_status] = polite.get();
+  auto [rude_ended, rude_status] = rude.get();
+  // Three pings 2.5 s apart: not disconnected.
+  EXPECT_FALSE(polite_ended) << polite_status.error_code() << " " << polite_status.error_message();
+  // A ping a second: strikes from the second ping on, GOAWAY after 5.
+  ASSERT_TRUE(rude_ended) << "a client pinging every second was not disconnected";
+  EXPECT_EQ(rude_status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << rude_status.error_message();
+  // The broker serves everyone else as before.
+  auto stub = broker.NewStub();
+  v1::GetStatusResponse status;
+  auto ctx = Context();
+  EXPECT_TRUE(stub->GetStatus(ctx.get(), {}, &status).ok());
 }
 
 TEST(BrokerE2ETest, DurableCursorResumesAfterBrokerRestart) {

@@ -6,9 +6,6 @@
 // reliability suite; this is the short version CI runs.)
 #include <gtest/gtest.h>
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "tests/support/broker_process.h"
 #include "tests/support/test_support.h"
 
 #ifndef ICR_BROKER_BINARY
@@ -29,58 +27,10 @@ namespace icr {
 namespace {
 
 using icr::testing::AdmissionEvent;
+using icr::testing::BrokerProcess;
 using icr::testing::TempDir;
 using icr::testing::TestNhsNumber;
 using namespace std::chrono_literals;
-
-// A broker child process; its stderr is read until it reports its port.
-class BrokerProcess {
- public:
-  // The broker's stderr goes to `log_path`, read until it reports its port.
-  BrokerProcess(const std::string& data_dir, const std::string& log_path) : log_path_(log_path) {
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* log = freopen(log_path.c_str(), "w", stderr);
-      (void)log;
-      execl(ICR_BROKER_BINARY, ICR_BROKER_BINARY, "--data-dir", data_dir.c_str(), "--listen",
-            "127.0.0.1:0", "--mllp-listen", "127.0.0.1:0", "--fhir-listen", "127.0.0.1:0",
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    for (int i = 0; i < 300 && port_ == 0; ++i) {
-      std::this_thread::sleep_for(20ms);
-      std::string out = Log();
-      auto at = out.find("(port ");
-      if (at != std::string::npos) port_ = std::stoi(out.substr(at + 6));
-    }
-    if (port_ == 0) throw std::runtime_error("broker did not start: " + Log());
-  }
-
-  std::string Log() const {
-    std::ifstream in(log_path_);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-
-  void Kill9() {
-    kill(pid_, SIGKILL);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-  }
-
-  void Terminate() {
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
-  }
-
-  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string log_path_;
-};
 
 struct Acked {
   std::string message_id;
@@ -99,7 +49,7 @@ TEST(Kill9RecoveryTest, NoAcknowledgedEventIsLostAcrossKills) {
   std::mt19937 rng(12345);
 
   for (int cycle = 0; cycle < cycles; ++cycle) {
-    BrokerProcess broker(dir.path() + "/db", dir.path() + "/broker.log");
+    BrokerProcess broker(ICR_BROKER_BINARY, dir.path() + "/db", dir.path() + "/broker.log");
     std::atomic<bool> stop{false};
     std::vector<std::thread> publishers;
     for (int t = 0; t < 4; ++t) {
@@ -132,7 +82,7 @@ TEST(Kill9RecoveryTest, NoAcknowledgedEventIsLostAcrossKills) {
   }
 
   // Restart and compare the store with what was acknowledged.
-  BrokerProcess broker(dir.path() + "/db", dir.path() + "/broker.log");
+  BrokerProcess broker(ICR_BROKER_BINARY, dir.path() + "/db", dir.path() + "/broker.log");
   auto stub = v1::Broker::NewStub(
       grpc::CreateChannel(broker.address(), grpc::InsecureChannelCredentials()));
   v1::SubscribeRequest req;

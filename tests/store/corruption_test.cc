@@ -2,12 +2,14 @@
 // data. A flipped byte inside a table file (SST) is caught by its block
 // checksum and reported as kCorruption naming the data directory (the gRPC
 // layer maps it to DATA_LOSS), on open or on read; a WAL cut short (a torn
-// last write) recovers to a consistent earlier state with dense positions.
+// last write) recovers to a consistent earlier state with dense positions; a
+// WAL damaged in the middle refuses to open (acknowledged events may follow
+// the damage) unless the operator accepts the loss; a damaged cursor is
+// reported, never read as missing.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <future>
 #include <set>
 #include <string>
@@ -42,19 +44,6 @@ std::vector<std::string> FilesEndingWith(const std::string& dir, const std::stri
     }
   }
   return out;
-}
-
-// Flips one byte at `offset` of `path`.
-void FlipByte(const std::string& path, uint64_t offset) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  ASSERT_TRUE(f.good()) << path;
-  f.seekg(static_cast<std::streamoff>(offset));
-  char c = 0;
-  f.read(&c, 1);
-  c = static_cast<char>(c ^ 0x5a);
-  f.seekp(static_cast<std::streamoff>(offset));
-  f.write(&c, 1);
-  ASSERT_TRUE(f.good()) << path;
 }
 
 class CorruptionTest : public ::testing::Test {
@@ -97,7 +86,7 @@ TEST_F(CorruptionTest, AFlippedByteInATableFileIsReportedNeverServed) {
     if (fs::file_size(t) > largest_size) largest_size = fs::file_size(t), largest = t;
   }
   ASSERT_GT(largest_size, 100000u);
-  for (uint64_t off = 4096; off < largest_size / 2; off += 16384) FlipByte(largest, off);
+  for (uint64_t off = 4096; off < largest_size / 2; off += 16384) ASSERT_TRUE(icr::testing::FlipByte(largest, off));
 
   std::unique_ptr<EventStore> store;
   Status s = OpenRocksDbStore(Options(), &store);
@@ -135,23 +124,42 @@ TEST_F(CorruptionTest, AFlippedByteInATableFileIsReportedNeverServed) {
               errors, served);
 }
 
-TEST_F(CorruptionTest, AWalCutShortRecoversToAConsistentEarlierState) {
-  // Events written and closed without a flush stay in the WAL only.
+// Stores 20 events that stay in the WAL only (closed without a flush) and
+// returns the WAL's path.
+std::string TwentyEventsInTheWal(const StoreOptions& options, const std::string& db) {
   {
     std::unique_ptr<EventStore> store;
-    ASSERT_TRUE(OpenRocksDbStore(Options(), &store).ok());
+    EXPECT_TRUE(OpenRocksDbStore(options, &store).ok());
     for (int i = 0; i < 20; ++i) {
-      ASSERT_TRUE(Append(store.get(), {AdmissionEvent(TestNhsNumber(i % 5),
+      EXPECT_TRUE(Append(store.get(), {AdmissionEvent(TestNhsNumber(i % 5),
                                                       "w-" + std::to_string(i))})
                       .ok());
     }
   }
-  auto logs = FilesEndingWith(dir_.path() + "/db", ".log");
-  ASSERT_FALSE(logs.empty());
   std::string wal;
-  for (const auto& l : logs) {
+  for (const auto& l : FilesEndingWith(db, ".log")) {
     if (wal.empty() || fs::file_size(l) > fs::file_size(wal)) wal = l;
   }
+  return wal;
+}
+
+// The store holds exactly the first `last` of TwentyEventsInTheWal's
+// events at positions 1..last, and a new event goes to last + 1.
+void ExpectAPrefixThatGoesOn(EventStore* store, uint64_t last) {
+  std::vector<EventPtr> all;
+  ASSERT_TRUE(store->ReadFrom(1, 100, &all).ok());
+  ASSERT_EQ(all.size(), last);
+  for (size_t i = 0; i < all.size(); ++i) {
+    EXPECT_EQ(all[i]->position, i + 1);
+    EXPECT_EQ(all[i]->event.source_message_id(), "w-" + std::to_string(i));
+  }
+  ASSERT_TRUE(Append(store, {AdmissionEvent(TestNhsNumber(1), "after")}).ok());
+  EXPECT_EQ(store->LastPosition(), last + 1);
+}
+
+TEST_F(CorruptionTest, AWalCutShortRecoversToAConsistentEarlierState) {
+  const std::string wal = TwentyEventsInTheWal(Options(), dir_.path() + "/db");
+  ASSERT_FALSE(wal.empty());
   const uintmax_t size = fs::file_size(wal);
   ASSERT_GT(size, 300u);
   fs::resize_file(wal, size - 150);  // the last write torn
@@ -162,16 +170,98 @@ TEST_F(CorruptionTest, AWalCutShortRecoversToAConsistentEarlierState) {
   const uint64_t last = store->LastPosition();
   EXPECT_LT(last, 20u) << "the torn record was not dropped";
   EXPECT_GT(last, 10u) << "far more than the torn record was dropped";
-  std::vector<EventPtr> all;
-  ASSERT_TRUE(store->ReadFrom(1, 100, &all).ok());
-  ASSERT_EQ(all.size(), last);
-  for (size_t i = 0; i < all.size(); ++i) {
-    EXPECT_EQ(all[i]->position, i + 1);
-    EXPECT_EQ(all[i]->event.source_message_id(), "w-" + std::to_string(i));
-  }
-  // The store goes on from there: positions stay dense.
-  ASSERT_TRUE(Append(store.get(), {AdmissionEvent(TestNhsNumber(1), "after")}).ok());
+  ExpectAPrefixThatGoesOn(store.get(), last);
+}
+
+TEST_F(CorruptionTest, AByteFlippedInTheMiddleOfTheWalRefusesToOpenUnlessTheLossIsAccepted) {
+  const std::string wal = TwentyEventsInTheWal(Options(), dir_.path() + "/db");
+  ASSERT_FALSE(wal.empty());
+  const uintmax_t size = fs::file_size(wal);
+  ASSERT_GT(size, 1000u);
+  // Damage a record in the middle: the acknowledged records after it must
+  // not be dropped without a word.
+  ASSERT_TRUE(icr::testing::FlipByte(wal, size / 2));
+
+  std::unique_ptr<EventStore> store;
+  Status s = OpenRocksDbStore(Options(), &store);
+  ASSERT_FALSE(s.ok()) << "a WAL damaged in the middle was recovered silently";
+  EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+  EXPECT_NE(s.message().find("write-ahead log"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find(dir_.path()), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("--accept-wal-damage"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("backup"), std::string::npos) << s.message();
+  std::printf("refused: %s\n", s.ToString().c_str());
+  // Refusing changed nothing: a second refusal says the same.
+  Status again = OpenRocksDbStore(Options(), &store);
+  EXPECT_EQ(again.ToString(), s.ToString());
+  ASSERT_EQ(fs::file_size(wal), size) << "the refused open changed the damaged log";
+
+  // The operator accepts the loss: everything before the damage is kept,
+  // positions stay dense, and the store goes on.
+  StoreOptions accept = Options();
+  accept.accept_wal_damage = true;
+  s = OpenRocksDbStore(accept, &store);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const uint64_t last = store->LastPosition();
+  EXPECT_LT(last, 20u);
+  EXPECT_GT(last, 3u) << "far more than the damaged record was dropped";
+  ExpectAPrefixThatGoesOn(store.get(), last);
+  // The damage is behind it: a plain open works again.
+  store.reset();
+  ASSERT_TRUE(OpenRocksDbStore(Options(), &store).ok());
   EXPECT_EQ(store->LastPosition(), last + 1);
+}
+
+TEST_F(CorruptionTest, ADamagedSubscriptionCursorIsReportedNeverReadAsMissing) {
+  // Cursors only (no events), flushed into table files by a reopen.
+  {
+    std::unique_ptr<EventStore> store;
+    ASSERT_TRUE(OpenRocksDbStore(Options(), &store).ok());
+    for (int i = 0; i < 200; ++i) {
+      ASSERT_TRUE(store->PutSubscription("team-" + std::to_string(i),
+                                         std::string(200, 'c'), true)
+                      .ok());
+    }
+    store.reset();
+    ASSERT_TRUE(OpenRocksDbStore(Options(), &store).ok());
+  }
+  auto tables = FilesEndingWith(dir_.path() + "/db", ".sst");
+  ASSERT_FALSE(tables.empty());
+  for (const auto& t : tables) {
+    const uintmax_t size = fs::file_size(t);
+    // Data blocks come first; the index and footer are at the end.
+    for (uint64_t off = 100; off + 2048 < size; off += 512) {
+      ASSERT_TRUE(icr::testing::FlipByte(t, off));
+    }
+  }
+  std::unique_ptr<EventStore> store;
+  Status s = OpenRocksDbStore(Options(), &store);
+  if (!s.ok()) {
+    EXPECT_EQ(s.code(), StatusCode::kCorruption) << s.ToString();
+    return;
+  }
+  size_t damaged = 0;
+  for (int i = 0; i < 200; ++i) {
+    std::string value;
+    Status r = store->GetSubscription("team-" + std::to_string(i), &value);
+    // A damaged cursor must never look like a missing one: that would
+    // restart the subscription from its start option, skipping or
+    // repeating events.
+    ASSERT_NE(r.code(), StatusCode::kNotFound) << "team-" << i << ": " << r.ToString();
+    if (!r.ok()) {
+      ++damaged;
+      EXPECT_EQ(r.code(), StatusCode::kCorruption) << r.ToString();
+      EXPECT_NE(r.message().find("team-" + std::to_string(i)), std::string::npos)
+          << r.message();
+    } else {
+      EXPECT_EQ(value, std::string(200, 'c')) << "a damaged cursor was served";
+    }
+  }
+  EXPECT_GT(damaged, 0u);
+  std::vector<std::pair<std::string, std::string>> all;
+  Status l = store->ListSubscriptions(&all);
+  EXPECT_EQ(l.code(), StatusCode::kCorruption) << l.ToString();
+  EXPECT_TRUE(all.empty());
 }
 
 }  // namespace

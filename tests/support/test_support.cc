@@ -147,6 +147,18 @@ std::string ReadWholeFile(const std::string& path) {
 }
 }  // namespace
 
+bool FlipByte(const std::string& path, uint64_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  if (!f.good()) return false;
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.read(&c, 1);
+  c = static_cast<char>(c ^ 0x5a);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(&c, 1);
+  return f.good();
+}
+
 ProgramRun RunProgram(const std::vector<std::string>& args, const std::string& dir) {
   ProgramRun run;
   if (args.empty()) {

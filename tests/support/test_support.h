@@ -48,6 +48,10 @@ struct ProgramRun {
 // standard output and error in files under `dir`, and waits for it.
 ProgramRun RunProgram(const std::vector<std::string>& argv, const std::string& dir);
 
+// Flips one byte (XOR 0x5a) at `offset` of the file at `path`, as disk damage
+// would; false if the file cannot be read and written there.
+bool FlipByte(const std::string& path, uint64_t offset);
+
 // Options for a broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
 icr::broker::BrokerOptions TestBrokerOptions(const std::string& data_dir);
 

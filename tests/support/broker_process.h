@@ -1,0 +1,100 @@
+// The real icr-broker binary as a child process, for tests of what only a
+// process shows: kill -9, SIGTERM, start-up refusals. Its stderr goes to a
+// log file, read until it reports its gRPC port.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace icr::testing {
+
+class BrokerProcess {
+ public:
+  // Starts `binary` on `data_dir` with loopback ports picked by the kernel
+  // (gRPC, MLLP, FHIR) and `extra` arguments. Throws if it does not report
+  // its port within 6 s (the log says why).
+  BrokerProcess(const std::string& binary, const std::string& data_dir,
+                const std::string& log_path, std::vector<std::string> extra = {})
+      : log_path_(log_path) {
+    std::vector<std::string> args = {binary,        "--data-dir",   data_dir,
+                                     "--listen",    "127.0.0.1:0",  "--mllp-listen",
+                                     "127.0.0.1:0", "--fhir-listen", "127.0.0.1:0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      FILE* log = freopen(log_path.c_str(), "w", stderr);
+      (void)log;
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    using namespace std::chrono_literals;
+    for (int i = 0; i < 300 && port_ == 0; ++i) {
+      std::this_thread::sleep_for(20ms);
+      std::string out = Log();
+      auto at = out.find("(port ");
+      if (at != std::string::npos) port_ = std::stoi(out.substr(at + 6));
+    }
+    if (port_ == 0) {
+      Kill9();
+      throw std::runtime_error("broker did not start: " + Log());
+    }
+  }
+  ~BrokerProcess() {
+    if (pid_ > 0) Kill9();
+  }
+  BrokerProcess(const BrokerProcess&) = delete;
+  BrokerProcess& operator=(const BrokerProcess&) = delete;
+
+  std::string Log() const {
+    std::ifstream in(log_path_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  void Kill9() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+  // Sends SIGTERM without waiting.
+  void SendTerm() { kill(pid_, SIGTERM); }
+
+  // Waits for the process to end; its wait status.
+  int Wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+
+  // SIGTERM, then waits: it must exit with status 0.
+  void Terminate() {
+    SendTerm();
+    const int status = Wait();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string log_path_;
+};
+
+}  // namespace icr::testing
