@@ -18,12 +18,19 @@
 //   W7 idle Subscribe streams: daemon RSS before and after, KB per stream.
 //   catchup: one subscriber reads the history store from position 1, one
 //      event per message and in batches (SubscribeRequest.max_batch).
+//   slowsub: N subscribers (default 50) at a fixed open-loop rate, on a fresh
+//      daemon each phase: baseline, then the same plus one subscriber on its
+//      own connection that reads one message and never reads again; the
+//      others' publish -> delivery latency in both phases and the p99 ratio
+//      (target <= 1.10), when the daemon cut the stuck one off
+//      (--subscriber-write-timeout-ms, GetStatus.subscribers_cut_off), RSS.
 //
 // The daemon is pinned to CPU 0 and this load generator to CPU 1
 // (sched_setaffinity; --broker-cpu, --bench-cpu, --no-pin).
 //
 //   icr_broker_bench --workload w3,w4 --json out.json
 //   icr_broker_bench --workload w5,w6 --events 10000000 --keep-data /work/w5store
+//   icr_broker_bench --workload slowsub --repeat 3
 //   icr_broker_bench --smoke            # every workload, tiny sizes (CI)
 #include <fcntl.h>
 #include <signal.h>
@@ -49,6 +56,7 @@
 #include <fstream>
 #include <iostream>
 #include <latch>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -78,7 +86,7 @@ namespace fs = std::filesystem;
 // ---------------------------------------------------------------------------
 
 struct Config {
-  std::vector<std::string> workloads = {"w3", "w4", "w5", "w6", "w7", "catchup"};
+  std::vector<std::string> workloads = {"w3", "w4", "w5", "w6", "w7", "catchup", "slowsub"};
   std::string broker_bin = ICR_BROKER_BIN;
   int broker_cpu = 0;
   int bench_cpu = 1;
@@ -119,6 +127,15 @@ struct Config {
   // catchup: a subscriber reading the history store from position 1
   uint64_t catchup_events = 1000000;
   std::vector<int> catchup_batches = {1, 256};
+  // slowsub: N subscribers, then the same N plus one that stops reading
+  int slowsub_subscribers = 50;
+  double slowsub_rate = 2000;
+  double slowsub_seconds = 10;
+  int slowsub_write_timeout_ms = 5000;  // the daemon's --subscriber-write-timeout-ms, both phases
+  // The same in both phases. About 4 MB of events reach a stuck client's
+  // transport before the daemon's write to it waits: at 2,000 x 1 KB/s its
+  // window is full after ~2 s, then the write timeout runs.
+  size_t slowsub_event_bytes = 1024;
 };
 
 bool g_failed = false;
@@ -166,8 +183,13 @@ class Table {
       std::printf("| %s |", key.c_str());
       for (size_t i = 0; i < cells.size(); ++i) {
         const std::string& f = formats_[std::min(i, formats_.size() - 1)];
-        if (f == "num") {
-          std::vector<double> v = cells[i];
+        std::vector<double> v;  // NaN: no value in that round ("-" if none has one)
+        for (double x : cells[i]) {
+          if (!std::isnan(x)) v.push_back(x);
+        }
+        if (v.empty()) {
+          std::printf(" - |");
+        } else if (f == "num") {
           if (v.size() == 1) {
             std::printf(" %s |", Num(v[0]).c_str());
           } else {
@@ -176,7 +198,7 @@ class Table {
                         Num(*hi).c_str());
           }
         } else {
-          std::printf(" %s |", Spread(cells[i], f.c_str()).c_str());
+          std::printf(" %s |", Spread(v, f.c_str()).c_str());
         }
       }
       std::printf("\n");
@@ -220,7 +242,7 @@ class Daemon {
         log_path_(std::move(log_path)),
         durability_(std::move(durability)) {
     // Pass the adapter/escalation switches only if this build has them.
-    static const std::string help = Shell("'" + cfg.broker_bin + "' --help 2>&1");
+    const std::string& help = Help(cfg);
     for (const char* flag : {"--mllp-listen", "--fhir-listen", "--escalations"}) {
       if (help.find(flag) != std::string::npos) {
         extra_.push_back(flag);
@@ -229,6 +251,15 @@ class Daemon {
     }
   }
   ~Daemon() { Stop(); }
+
+  // Another command-line flag for the daemon, from the next Start() on.
+  // False (and not added) if this build of icr-broker does not have it.
+  bool AddFlag(const std::string& flag, const std::string& value) {
+    if (Help(cfg_).find(flag + " ") == std::string::npos) return false;
+    extra_.push_back(flag);
+    extra_.push_back(value);
+    return true;
+  }
 
   // Starts the daemon; returns when GetStatus answers. ready_ms(): spawn ->
   // first GetStatus answer; log_ready_ms(): spawn -> its "ready" log line.
@@ -348,6 +379,11 @@ class Daemon {
   }
 
  private:
+  static const std::string& Help(const Config& cfg) {
+    static const std::string help = Shell("'" + cfg.broker_bin + "' --help 2>&1");
+    return help;
+  }
+
   const Config& cfg_;
   std::string data_dir_, log_path_, durability_, address_;
   std::vector<std::string> extra_;
@@ -387,10 +423,41 @@ uint64_t DirBytes(const std::string& dir) {
 // Subscribers (callback API: no thread per stream)
 // ---------------------------------------------------------------------------
 
+// A Subscribe call's reactor that keeps how the call ended: Await() waits
+// for OnDone, status() is what it got.
+class SubscribeReactor : public grpc::ClientReadReactor<icr::v1::SubscribeResponse> {
+ public:
+  void OnDone(const grpc::Status& s) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = s;
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  bool Await(int timeout_ms = 10000) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return done_; });
+  }
+  bool done() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+  grpc::Status status() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return status_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  grpc::Status status_;
+};
+
 // An ephemeral (or filtered) Subscribe stream. Events whose source_message_id
 // starts with `prefix` end "-<index 10>-<scheduled ns 19>"; "probe-" ones
 // only say the stream is live. Counts and latencies are kept per stream.
-class SubReactor : public grpc::ClientReadReactor<icr::v1::SubscribeResponse> {
+class SubReactor : public SubscribeReactor {
  public:
   SubReactor(std::string prefix, uint64_t total, uint64_t warm, bool record,
              std::string other_prefix = "")
@@ -400,6 +467,10 @@ class SubReactor : public grpc::ClientReadReactor<icr::v1::SubscribeResponse> {
         warm_(warm),
         record_(record),
         seen_(total, 0) {}
+
+  // Before Begin(): also keep each latency sample's scheduled time
+  // (scheduled_ns()[i] belongs to latency_ns()[i]).
+  void KeepSchedule() { keep_schedule_ = true; }
 
   void Begin(icr::v1::Broker::Stub* stub, const icr::v1::SubscribeRequest& req) {
     req_ = req;
@@ -421,7 +492,10 @@ class SubReactor : public grpc::ClientReadReactor<icr::v1::SubscribeResponse> {
           const int64_t scheduled = std::strtoll(id.c_str() + id.size() - 19, nullptr, 10);
           if (index < total_ && !seen_[index]) {
             seen_[index] = 1;
-            if (record_ && index >= warm_) latency_ns_.push_back(t - scheduled);
+            if (record_ && index >= warm_) {
+              latency_ns_.push_back(t - scheduled);
+              if (keep_schedule_) scheduled_ns_.push_back(scheduled);
+            }
             delivered_.fetch_add(1, std::memory_order_relaxed);
           }
         }
@@ -435,31 +509,13 @@ class SubReactor : public grpc::ClientReadReactor<icr::v1::SubscribeResponse> {
     StartRead(&resp_);
   }
 
-  void OnDone(const grpc::Status& s) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    status_ = s;
-    done_ = true;
-    cv_.notify_all();
-  }
-
   void Cancel() { ctx_.TryCancel(); }
-  bool Await(int timeout_ms = 10000) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return done_; });
-  }
-  bool done() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return done_;
-  }
-  grpc::Status status() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return status_;
-  }
   bool probe_seen() const { return probe_seen_.load(std::memory_order_acquire); }
   uint64_t delivered() const { return delivered_.load(std::memory_order_relaxed); }
   uint64_t other() const { return other_.load(std::memory_order_relaxed); }
   // Only after Await().
   std::vector<int64_t>& latency_ns() { return latency_ns_; }
+  const std::vector<int64_t>& scheduled_ns() const { return scheduled_ns_; }
 
  private:
   grpc::ClientContext ctx_;
@@ -468,14 +524,67 @@ class SubReactor : public grpc::ClientReadReactor<icr::v1::SubscribeResponse> {
   const std::string prefix_, other_prefix_;
   const uint64_t total_, warm_;
   const bool record_;
+  bool keep_schedule_ = false;
   std::vector<uint8_t> seen_;
-  std::vector<int64_t> latency_ns_;
+  std::vector<int64_t> latency_ns_, scheduled_ns_;
   std::atomic<bool> probe_seen_{false};
   std::atomic<uint64_t> delivered_{0}, other_{0}, heartbeats_{0};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  grpc::Status status_;
+};
+
+// A subscriber that gets stuck: it reads its first message, then never reads
+// again, so its transport's flow-control window fills, the daemon's write to
+// it waits and, after --subscriber-write-timeout-ms, the daemon cuts it off.
+// A hold keeps OnDone back until Release(), which reads what the transport
+// had buffered for it (when it was cut off) and lets the call end.
+class StuckReactor : public SubscribeReactor {
+ public:
+  void Begin(icr::v1::Broker::Stub* stub, const icr::v1::SubscribeRequest& req) {
+    req_ = req;
+    stub->async()->Subscribe(&ctx_, &req_, this);
+    AddHold();  // no OnDone before Release(): reads may be started from outside
+    StartRead(&resp_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!draining_.load(std::memory_order_acquire)) {
+      // The first message: from now on it does not read.
+      if (ok) stopped_ns_.store(NowNs(), std::memory_order_release);
+      first_ok_.store(ok, std::memory_order_release);
+      first_done_.store(true, std::memory_order_release);
+      return;
+    }
+    if (!ok) return;
+    if (resp_.has_event()) buffered_.fetch_add(1, std::memory_order_relaxed);
+    StartRead(&resp_);
+  }
+
+  // Ends the stuck state: reads (and counts) whatever is buffered until the
+  // stream ends. cancel: cancel the call first (it was not cut off).
+  void Release(bool cancel) {
+    if (cancel) ctx_.TryCancel();
+    if (first_done_.load(std::memory_order_acquire) && first_ok_.load(std::memory_order_acquire)) {
+      draining_.store(true, std::memory_order_release);
+      StartRead(&resp_);
+    } else if (!first_done_.load(std::memory_order_acquire)) {
+      ctx_.TryCancel();  // the first read is still outstanding: end it
+    }
+    RemoveHold();
+  }
+  bool first_done() const { return first_done_.load(std::memory_order_acquire); }
+  bool first_ok() const { return first_ok_.load(std::memory_order_acquire); }
+  // When it stopped reading (its first message arrived); 0 if it never got one.
+  int64_t stopped_ns() const { return stopped_ns_.load(std::memory_order_acquire); }
+  // Events read after Release(): what the transport had taken for it.
+  uint64_t buffered() const { return buffered_.load(std::memory_order_relaxed); }
+
+ private:
+  grpc::ClientContext ctx_;
+  icr::v1::SubscribeRequest req_;
+  icr::v1::SubscribeResponse resp_;
+  std::atomic<bool> draining_{false}, first_done_{false}, first_ok_{false};
+  std::atomic<int64_t> stopped_ns_{0};
+  std::atomic<uint64_t> buffered_{0};
 };
 
 // Publishes "<prefix>probe-<n>" events until every subscriber saw one.
@@ -707,6 +816,72 @@ std::string Tag(const std::string& w, int round, int variant) {
 // W3: fan-out
 // ---------------------------------------------------------------------------
 
+// One fan-out measurement (W3, slowsub), once every subscriber has seen a
+// probe: the open-loop schedule starts 20 ms from now (t0), --warmup seconds
+// of warm-up, then `seconds` measured ([ws, we): deliveries, the daemon's CPU
+// and other load sampled at both ends). After publishing (all acked, t_end):
+// the slowest subscriber's lag, then up to --drain-seconds for every one to
+// have all that was acked (drain_ms).
+struct FanOutRun {
+  int64_t t0 = 0, ws = 0, we = 0, t_end = 0;
+  uint64_t d_ws = 0, d_we = 0;  // deliveries, all subscribers, at ws and we
+  double bcpu0 = 0, bcpu1 = 0;  // the daemon's CPU seconds at ws and we
+  double other = 0;             // other load in the window (ForeignLoad), cores
+  OpenLoopResult pub;
+  uint64_t lag_end = 0;  // events the slowest subscriber was behind at t_end
+  double drain_ms = 0;
+
+  double window_s() const { return static_cast<double>(we - ws) / 1e9; }
+  double deliveries_per_s() const { return static_cast<double>(d_we - d_ws) / window_s(); }
+  double broker_cores() const { return (bcpu1 - bcpu0) / window_s(); }
+  // Did the publisher keep to its schedule? (A saturated load generator
+  // sends late; latency is from the schedule, so that shows as latency.)
+  double achieved_rate() const {
+    return static_cast<double>(pub.acked) / (static_cast<double>(t_end - t0) / 1e9);
+  }
+};
+
+FanOutRun MeasureFanOut(const Config& cfg, const Daemon& d, const Workload& wl,
+                        const std::string& prefix, double rate, double seconds, uint64_t total,
+                        uint64_t warm, const std::vector<SubReactor*>& subs) {
+  FanOutRun m;
+  auto sum = [&] {
+    uint64_t s = 0;
+    for (auto* p : subs) s += p->delivered();
+    return s;
+  };
+  m.t0 = NowNs() + 20'000'000;
+  m.ws = m.t0 + static_cast<int64_t>(cfg.warmup * 1e9);
+  m.we = m.ws + static_cast<int64_t>(seconds * 1e9);
+  std::thread sampler([&] {
+    SleepUntilNs(m.ws);
+    m.d_ws = sum();
+    m.bcpu0 = PidCpuSeconds(d.pid()).value_or(0);
+    ForeignLoad fl(d.pid());
+    fl.Start();
+    SleepUntilNs(m.we);
+    m.d_we = sum();
+    m.bcpu1 = PidCpuSeconds(d.pid()).value_or(0);
+    m.other = fl.Stop();
+  });
+  m.pub = RunOpenLoop(d.address(), wl, prefix, rate, total, warm, 4, m.t0);
+  sampler.join();
+  m.t_end = NowNs();
+  // Lag at the end of publishing (all acked), then drain.
+  uint64_t min_delivered = UINT64_MAX;
+  for (auto* p : subs) min_delivered = std::min(min_delivered, p->delivered());
+  m.lag_end = m.pub.acked > min_delivered ? m.pub.acked - min_delivered : 0;
+  const int64_t drain_give_up = m.t_end + static_cast<int64_t>(cfg.drain_seconds * 1e9);
+  uint64_t min_now = min_delivered;
+  while (min_now < m.pub.acked && NowNs() < drain_give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    min_now = UINT64_MAX;
+    for (auto* p : subs) min_now = std::min(min_now, p->delivered());
+  }
+  m.drain_ms = static_cast<double>(NowNs() - m.t_end) / 1e6;
+  return m;
+}
+
 json RunW3(const Config& cfg, const Workload& wl, int round, Table* table) {
   json out = json::array();
   for (size_t v = 0; v < cfg.w3_subscribers.size(); ++v) {
@@ -740,42 +915,8 @@ json RunW3(const Config& cfg, const Workload& wl, int round, Table* table) {
     if (!WaitForProbes(d.address(), wl, prefix, raw, 60)) {
       Fail("W3: not every subscriber saw a probe event");
     }
-    auto sum = [&] {
-      uint64_t s = 0;
-      for (auto* p : raw) s += p->delivered();
-      return s;
-    };
-    const int64_t t0 = NowNs() + 20'000'000;
-    const int64_t ws = t0 + static_cast<int64_t>(cfg.warmup * 1e9);
-    const int64_t we = ws + static_cast<int64_t>(cfg.w3_seconds * 1e9);
-    uint64_t d_ws = 0, d_we = 0;
-    double bcpu0 = 0, bcpu1 = 0, other = 0;
-    std::thread sampler([&] {
-      SleepUntilNs(ws);
-      d_ws = sum();
-      bcpu0 = PidCpuSeconds(d.pid()).value_or(0);
-      ForeignLoad fl(d.pid());
-      fl.Start();
-      SleepUntilNs(we);
-      d_we = sum();
-      bcpu1 = PidCpuSeconds(d.pid()).value_or(0);
-      other = fl.Stop();
-    });
-    OpenLoopResult pub = RunOpenLoop(d.address(), wl, prefix, cfg.w3_rate, total, warm, 4, t0);
-    sampler.join();
-    const int64_t t_end = NowNs();
-    // Lag at the end of publishing (all acked), then drain.
-    uint64_t min_delivered = UINT64_MAX;
-    for (auto* p : raw) min_delivered = std::min(min_delivered, p->delivered());
-    const uint64_t lag_end = pub.acked > min_delivered ? pub.acked - min_delivered : 0;
-    const int64_t drain_give_up = t_end + static_cast<int64_t>(cfg.drain_seconds * 1e9);
-    uint64_t min_now = min_delivered;
-    while (min_now < pub.acked && NowNs() < drain_give_up) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      min_now = UINT64_MAX;
-      for (auto* p : raw) min_now = std::min(min_now, p->delivered());
-    }
-    const double drain_ms = static_cast<double>(NowNs() - t_end) / 1e6;
+    FanOutRun m = MeasureFanOut(cfg, d, wl, prefix, cfg.w3_rate, cfg.w3_seconds, total, warm, raw);
+    OpenLoopResult& pub = m.pub;
     const long rss = d.RssKb();
     for (auto* p : raw) p->Cancel();
     std::vector<int64_t> lat;
@@ -788,34 +929,31 @@ json RunW3(const Config& cfg, const Workload& wl, int round, Table* table) {
     d.Stop();
     Summary e2e = Summarise(&lat);
     Summary ack = Summarise(&pub.ack_ns);
-    const double window_s = static_cast<double>(we - ws) / 1e9;
-    const double dps = static_cast<double>(d_we - d_ws) / window_s;
+    const double dps = m.deliveries_per_s();
     const double offered = cfg.w3_rate * n;
-    const double cores = (bcpu1 - bcpu0) / window_s;
-    // Did the publisher keep to its schedule? (A saturated load generator
-    // sends late; latency is from the schedule, so that shows as latency.)
-    const double achieved = static_cast<double>(pub.acked) / (static_cast<double>(t_end - t0) / 1e9);
+    const double cores = m.broker_cores();
+    const double achieved = m.achieved_rate();
     r.update({{"events_published", total}, {"events_acked", pub.acked},
               {"achieved_publish_rate", achieved}, {"max_send_lag_us", pub.max_send_lag_us},
               {"publish_errors", pub.errors}, {"late_sends_over_1ms", pub.late_sends},
               {"deliveries_per_s", dps}, {"offered_deliveries_per_s", offered},
               {"publish_to_delivery", ToJson(e2e)}, {"publish_ack_from_schedule", ToJson(ack)},
-              {"slowest_lag_events_at_end", lag_end}, {"drain_ms", drain_ms},
+              {"slowest_lag_events_at_end", m.lag_end}, {"drain_ms", m.drain_ms},
               {"missing_after_drain", missing}, {"broker_cores", cores},
-              {"broker_rss_kb", rss}, {"other_load_cores", other}});
+              {"broker_rss_kb", rss}, {"other_load_cores", m.other}});
     if (!pub.first_error.empty()) r["first_error"] = pub.first_error;
     std::fprintf(stderr,
                  "[W3 round %d] %d subs: %.0f deliveries/s of %.0f offered, e2e p50 %.0f p99 %.0f "
                  "p99.9 %.0f us, slowest lag %llu events, drain %.0f ms, missing %llu, broker %.2f "
                  "cores, other %.2f\n",
                  round, n, dps, offered, e2e.p50, e2e.p99, e2e.p999,
-                 static_cast<unsigned long long>(lag_end), drain_ms,
-                 static_cast<unsigned long long>(missing), cores, other);
+                 static_cast<unsigned long long>(m.lag_end), m.drain_ms,
+                 static_cast<unsigned long long>(missing), cores, m.other);
     const std::string key = std::to_string(n) + " (" + std::to_string(channels) + " ch)";
     table->Add(key, {offered, dps, achieved, static_cast<double>(pub.late_sends),
                      pub.max_send_lag_us / 1000, e2e.p50 / 1000, e2e.p99 / 1000, e2e.p999 / 1000,
-                     e2e.max / 1000, static_cast<double>(lag_end), drain_ms,
-                     static_cast<double>(missing), cores, other});
+                     e2e.max / 1000, static_cast<double>(m.lag_end), m.drain_ms,
+                     static_cast<double>(missing), cores, m.other});
     if (pub.acked == 0 || dps <= 0 || e2e.n == 0) Fail("W3: nothing delivered with " + key);
     if (pub.errors) Fail("W3: publish errors: " + pub.first_error);
     if (cfg.smoke && missing) Fail("W3: " + std::to_string(missing) + " deliveries missing");
@@ -1516,6 +1654,290 @@ json RunW7(const Config& cfg, int round, Table* table) {
   return out;
 }
 
+// ---------------------------------------------------------------------------
+// slowsub: one subscriber stops reading while the others go on
+// ---------------------------------------------------------------------------
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+struct SlowsubPhase {
+  json j;             // everything measured
+  Summary e2e;        // the normal subscribers, measured window
+  Summary e2e_stuck;  // events scheduled while the stuck one was connected (with_slow)
+  bool ran = false;
+};
+
+// One phase on a fresh daemon (--subscriber-write-timeout-ms set in both):
+// N normal subscribers (as W3) and, with_slow, one more on its own
+// connection that reads one message and then never again.
+SlowsubPhase RunSlowsubPhase(const Config& cfg, const Workload& wl, int round, bool with_slow,
+                             Table* table) {
+  SlowsubPhase out;
+  const std::string name = with_slow ? "with a stuck subscriber" : "baseline";
+  const int n = cfg.slowsub_subscribers;
+  Scratch scratch;
+  Daemon d(cfg, scratch.dir + "/data", scratch.dir + "/broker.log");
+  if (!d.AddFlag("--subscriber-write-timeout-ms", std::to_string(cfg.slowsub_write_timeout_ms))) {
+    Fail("slowsub: " + cfg.broker_bin + " has no --subscriber-write-timeout-ms");
+    return out;
+  }
+  std::string err;
+  if (!d.Start(&err)) {
+    Fail("slowsub: " + err);
+    return out;
+  }
+  const int channels = std::min(n, cfg.max_channels);
+  std::fprintf(stderr,
+               "[slowsub round %d] %s: %d subscribers on %d channels%s, %.0f events/s of %zu "
+               "bytes for %.0f s, write timeout %d ms...\n",
+               round, name.c_str(), n, channels, with_slow ? " + 1 stuck on its own" : "",
+               cfg.slowsub_rate, wl.event_size, cfg.slowsub_seconds, cfg.slowsub_write_timeout_ms);
+  std::vector<std::unique_ptr<icr::v1::Broker::Stub>> stubs;
+  for (int c = 0; c < channels; ++c) stubs.push_back(d.Stub());
+  auto status_stub = d.Stub();
+  const std::string prefix = wl.run_id + "-" + Tag("ss", round, with_slow ? 1 : 0) + "-";
+  const uint64_t total =
+      static_cast<uint64_t>(std::llround(cfg.slowsub_rate * (cfg.warmup + cfg.slowsub_seconds)));
+  const uint64_t warm = static_cast<uint64_t>(std::llround(cfg.slowsub_rate * cfg.warmup));
+  icr::v1::SubscribeRequest req;
+  req.mutable_start()->set_latest(true);
+  // The stuck subscriber first (it then gets the first probe as its one
+  // message), on a channel of its own: its own TCP connection
+  // (GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, see NewChannel), so its full
+  // flow-control window is its alone.
+  std::unique_ptr<icr::v1::Broker::Stub> slow_stub;
+  std::unique_ptr<StuckReactor> slow;
+  if (with_slow) {
+    slow_stub = icr::v1::Broker::NewStub(NewChannel(d.address(), g_channel_ids++));
+    slow = std::make_unique<StuckReactor>();
+    slow->Begin(slow_stub.get(), req);
+  }
+  std::vector<std::unique_ptr<SubReactor>> subs;
+  std::vector<SubReactor*> raw;
+  for (int i = 0; i < n; ++i) {
+    subs.push_back(std::make_unique<SubReactor>(prefix, total, warm, true));
+    subs.back()->KeepSchedule();
+    raw.push_back(subs.back().get());
+    subs.back()->Begin(stubs[static_cast<size_t>(i % channels)].get(), req);
+  }
+  if (!WaitForProbes(d.address(), wl, prefix, raw, 60)) {
+    Fail("slowsub " + name + ": not every subscriber saw a probe event");
+  }
+  if (slow) {
+    const int64_t give_up = NowNs() + 10'000'000'000LL;
+    while (!slow->first_done() && NowNs() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (!slow->first_ok()) Fail("slowsub: the stuck subscriber never got its first message");
+  }
+  const auto status0 = GetStatus(status_stub.get());
+  const uint32_t connected = status0 ? status0->subscriptions_connected() : 0;
+  if (connected != static_cast<uint32_t>(n + (with_slow ? 1 : 0))) {
+    Fail("slowsub " + name + ": " + std::to_string(connected) + " subscriptions connected");
+  }
+
+  // Poller (both phases alike, 20 Hz): GetStatus.subscribers_cut_off and the
+  // daemon's RSS.
+  std::atomic<bool> poll_stop{false};
+  std::atomic<int64_t> cut_ns{0};
+  std::atomic<uint64_t> cut_count{0};
+  long rss_peak = 0, rss_at_cut = 0;
+  const long rss_start = d.RssKb();
+  std::thread poller([&] {
+    while (!poll_stop.load()) {
+      const auto st = GetStatus(status_stub.get(), 2000);
+      const int64_t t = NowNs();
+      const long rss = d.RssKb();
+      rss_peak = std::max(rss_peak, rss);
+      if (st && st->subscribers_cut_off() > cut_count.load()) {
+        if (cut_count.load() == 0) {
+          rss_at_cut = rss;
+          cut_ns.store(t);
+        }
+        cut_count.store(st->subscribers_cut_off());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+
+  FanOutRun m = MeasureFanOut(cfg, d, wl, prefix, cfg.slowsub_rate, cfg.slowsub_seconds, total,
+                              warm, raw);
+  OpenLoopResult& pub = m.pub;
+  // Not cut off yet: give the daemon the write timeout (and a little) after
+  // the last event, in case its write was still waiting.
+  if (slow && cut_ns.load() == 0) {
+    const int64_t give_up = m.t_end +
+                            static_cast<int64_t>(cfg.slowsub_write_timeout_ms) * 1'000'000 +
+                            2'000'000'000LL;
+    while (cut_ns.load() == 0 && NowNs() < give_up) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(120));  // one more poll
+  poll_stop.store(true);
+  poller.join();
+  const long rss_end = d.RssKb();
+  uint64_t ended_early = 0;
+  for (auto* p : raw) ended_early += p->done() ? 1 : 0;
+  for (auto* p : raw) p->Cancel();
+  std::vector<int64_t> lat, lat_stuck, lat_after;
+  uint64_t missing = 0, delivered = 0;
+  const int64_t cut = cut_ns.load();
+  for (auto* p : raw) {
+    p->Await();
+    const auto& l = p->latency_ns();
+    const auto& sch = p->scheduled_ns();
+    lat.insert(lat.end(), l.begin(), l.end());
+    if (slow) {
+      for (size_t i = 0; i < l.size() && i < sch.size(); ++i) {
+        (cut == 0 || sch[i] < cut ? lat_stuck : lat_after).push_back(l[i]);
+      }
+    }
+    delivered += p->delivered();
+    missing += pub.acked > p->delivered() ? pub.acked - p->delivered() : 0;
+  }
+  json slow_j;
+  double cut_after_stop_s = kNaN, buffered = kNaN, full_after_stop_s = kNaN;
+  if (slow) {
+    slow->Release(cut == 0);
+    if (!slow->Await()) Fail("slowsub: the stuck subscriber's call did not end");
+    const grpc::Status st = slow->status();
+    const int64_t stopped = slow->stopped_ns();
+    slow_j = {{"stopped_reading_at_s_before_schedule",
+               stopped ? json(static_cast<double>(m.t0 - stopped) / 1e9) : json(nullptr)},
+              {"cut_off", cut != 0},
+              {"end_status", std::to_string(st.error_code()) + " " + st.error_message()}};
+    if (cut != 0 && stopped != 0) {
+      cut_after_stop_s = static_cast<double>(cut - stopped) / 1e9;
+      buffered = static_cast<double>(slow->buffered());
+      // Its window was full (the daemon's write started to wait) about when
+      // the buffered events had been published; the timeout runs from there.
+      full_after_stop_s = static_cast<double>(m.t0 - stopped) / 1e9 + buffered / cfg.slowsub_rate;
+      slow_j.update({{"cut_off_s_after_it_stopped_reading", cut_after_stop_s},
+                     {"est_window_full_s_after_it_stopped_reading", full_after_stop_s},
+                     {"est_cut_off_s_after_window_full", cut_after_stop_s - full_after_stop_s},
+                     {"cut_off_s_after_schedule_start", static_cast<double>(cut - m.t0) / 1e9},
+                     {"cut_off_within_measured_window", cut <= m.we},
+                     {"cut_off_before_publishing_ended", cut <= m.t_end},
+                     {"events_buffered_for_it", slow->buffered()},
+                     {"bytes_buffered_for_it", slow->buffered() * wl.event_size},
+                     {"rss_at_cut_off_kb", rss_at_cut}});
+    }
+  }
+  d.Stop();
+
+  Summary e2e = Summarise(&lat);
+  Summary ack = Summarise(&pub.ack_ns);
+  const double dps = m.deliveries_per_s();
+  const double cores = m.broker_cores();
+  const double achieved = m.achieved_rate();
+  const uint64_t cuts = cut_count.load();
+  json r = {{"phase", name}, {"round", round}, {"subscribers", n}, {"channels", channels},
+            {"stuck_subscriber", with_slow}, {"rate", cfg.slowsub_rate},
+            {"seconds", cfg.slowsub_seconds}, {"event_bytes", wl.event_size},
+            {"subscriber_write_timeout_ms", cfg.slowsub_write_timeout_ms},
+            {"subscriptions_connected", connected},
+            {"events_published", total}, {"events_acked", pub.acked},
+            {"achieved_publish_rate", achieved}, {"max_send_lag_us", pub.max_send_lag_us},
+            {"publish_errors", pub.errors}, {"late_sends_over_1ms", pub.late_sends},
+            {"deliveries_per_s", dps}, {"offered_deliveries_per_s", cfg.slowsub_rate * n},
+            {"delivered", delivered}, {"expected", pub.acked * static_cast<uint64_t>(n)},
+            {"publish_to_delivery", ToJson(e2e)}, {"publish_ack_from_schedule", ToJson(ack)},
+            {"slowest_lag_events_at_end", m.lag_end}, {"drain_ms", m.drain_ms},
+            {"missing_after_drain", missing}, {"normal_streams_ended_early", ended_early},
+            {"subscribers_cut_off", cuts}, {"broker_cores", cores},
+            {"broker_rss_kb_start", rss_start}, {"broker_rss_kb_peak", rss_peak},
+            {"broker_rss_kb_end", rss_end}, {"other_load_cores", m.other}};
+  if (slow) {
+    Summary stuck = Summarise(&lat_stuck);
+    Summary after = Summarise(&lat_after);
+    r["publish_to_delivery_while_stuck_connected"] = ToJson(stuck);
+    r["publish_to_delivery_after_cut_off"] = ToJson(after);
+    r["stuck"] = slow_j;
+    out.e2e_stuck = stuck;
+  }
+  if (!pub.first_error.empty()) r["first_error"] = pub.first_error;
+  std::fprintf(stderr,
+               "[slowsub round %d] %s: %s of %s deliveries (%.0f/s), e2e p50 %.0f p99 %.0f p99.9 "
+               "%.0f us, missing %llu, %llu cut off%s, RSS %ld/%ld/%ld KiB (start/peak/end), "
+               "broker %.2f cores, other %.2f\n",
+               round, name.c_str(), Num(static_cast<double>(delivered)).c_str(),
+               Num(static_cast<double>(pub.acked * static_cast<uint64_t>(n))).c_str(), dps, e2e.p50,
+               e2e.p99, e2e.p999, static_cast<unsigned long long>(missing),
+               static_cast<unsigned long long>(cuts),
+               !slow         ? ""
+               : cut == 0    ? " (the stuck one NOT cut off)"
+                             : Fmt(" (the stuck one %.2f s after it stopped reading)",
+                                   cut_after_stop_s).c_str(),
+               rss_start, rss_peak, rss_end, cores, m.other);
+  if (slow && cut != 0) {
+    std::fprintf(stderr,
+                 "[slowsub round %d] the stuck subscriber: %.0f events (%s bytes) were buffered "
+                 "for it (window full ~%.2f s after it stopped reading, cut off ~%.2f s later); "
+                 "cut off %.2f s after the schedule started (%s the measured window); "
+                 "others' e2e p99 while it was connected %.0f us, after %.0f us\n",
+                 round, buffered, Num(buffered * static_cast<double>(wl.event_size)).c_str(),
+                 full_after_stop_s, cut_after_stop_s - full_after_stop_s,
+                 static_cast<double>(cut - m.t0) / 1e9, cut <= m.we ? "within" : "after",
+                 out.e2e_stuck.p99, Summarise(&lat_after).p99);
+  }
+  table->Add(name, {static_cast<double>(delivered),
+                    static_cast<double>(pub.acked * static_cast<uint64_t>(n)),
+                    static_cast<double>(missing), e2e.p50 / 1000, e2e.p99 / 1000,
+                    e2e.p999 / 1000, e2e.max / 1000,
+                    slow ? out.e2e_stuck.p99 / 1000 : kNaN, static_cast<double>(cuts),
+                    cut_after_stop_s, buffered, rss_peak / 1024.0, rss_end / 1024.0, cores,
+                    m.other});
+  if (pub.acked == 0 || e2e.n == 0) Fail("slowsub " + name + ": nothing delivered");
+  if (pub.errors) Fail("slowsub " + name + ": publish errors: " + pub.first_error);
+  if (ended_early) {
+    Fail("slowsub " + name + ": " + std::to_string(ended_early) + " reading subscribers' streams ended");
+  }
+  if (cuts > (with_slow ? 1u : 0u)) {
+    Fail("slowsub " + name + ": " + std::to_string(cuts) + " streams cut off (" +
+         (with_slow ? "only the stuck one should be" : "none should be") + ")");
+  }
+  if (cfg.smoke && missing) Fail("slowsub " + name + ": " + std::to_string(missing) + " deliveries missing");
+  if (cfg.smoke && with_slow && cut == 0) Fail("slowsub: the stuck subscriber was not cut off");
+  out.j = r;
+  out.e2e = e2e;
+  out.ran = true;
+  return out;
+}
+
+// Both phases, each on a fresh daemon; odd rounds run the baseline first,
+// even rounds the stuck phase first (a drift of the machine then does not
+// always favour the same phase).
+json RunSlowsub(const Config& cfg, const Workload& wl, int round, Table* table) {
+  json out = json::object();
+  const bool slow_first = round % 2 == 0;
+  SlowsubPhase base, stuck;
+  for (int k = 0; k < 2; ++k) {
+    const bool with_slow = (k == 0) == slow_first;
+    (with_slow ? stuck : base) = RunSlowsubPhase(cfg, wl, round, with_slow, table);
+  }
+  out["round"] = round;
+  out["order"] = slow_first ? "stuck, baseline" : "baseline, stuck";
+  if (base.ran) out["baseline"] = base.j;
+  if (stuck.ran) out["with_stuck"] = stuck.j;
+  if (!base.ran || !stuck.ran) return out;
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : kNaN; };
+  out["ratio_p50"] = ratio(stuck.e2e.p50, base.e2e.p50);
+  out["ratio_p99"] = ratio(stuck.e2e.p99, base.e2e.p99);
+  out["ratio_p999"] = ratio(stuck.e2e.p999, base.e2e.p999);
+  out["ratio_p99_while_stuck_connected"] = ratio(stuck.e2e_stuck.p99, base.e2e.p99);
+  table->Add("ratio stuck / baseline",
+             {kNaN, kNaN, kNaN, ratio(stuck.e2e.p50, base.e2e.p50),
+              ratio(stuck.e2e.p99, base.e2e.p99), ratio(stuck.e2e.p999, base.e2e.p999), kNaN,
+              ratio(stuck.e2e_stuck.p99, base.e2e.p99)});
+  std::fprintf(stderr,
+               "[slowsub round %d] others' p99 with a stuck subscriber / baseline: %.2fx (while it "
+               "was connected: %.2fx; target <= 1.10x)\n",
+               round, out["ratio_p99"].get<double>(),
+               out["ratio_p99_while_stuck_connected"].get<double>());
+  return out;
+}
+
 bool Has(const Config& cfg, const std::string& w) {
   return std::find(cfg.workloads.begin(), cfg.workloads.end(), w) != cfg.workloads.end();
 }
@@ -1525,10 +1947,11 @@ bool Has(const Config& cfg, const std::string& w) {
 int main(int argc, char** argv) {
   Config cfg;
   CLI::App app{"icr_broker_bench: workloads W3-W7 (fan-out, urgent lane, history reads, kill -9 "
-               "recovery, idle streams) against the icr-broker daemon"};
-  app.add_option("--workload", cfg.workloads, "w3,w4,w5,w6,w7,catchup (comma list)")
+               "recovery, idle streams), catch-up and a stuck subscriber against the icr-broker "
+               "daemon"};
+  app.add_option("--workload", cfg.workloads, "w3,w4,w5,w6,w7,catchup,slowsub (comma list)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"w3", "w4", "w5", "w6", "w7", "catchup"}))
+      ->check(CLI::IsMember({"w3", "w4", "w5", "w6", "w7", "catchup", "slowsub"}))
       ->capture_default_str();
   app.add_option("--broker-bin", cfg.broker_bin, "the icr-broker executable")->capture_default_str();
   app.add_option("--broker-cpu", cfg.broker_cpu, "CPU the daemon is pinned to")->capture_default_str();
@@ -1543,7 +1966,7 @@ int main(int argc, char** argv) {
   app.add_option("--patients", cfg.patients, "W3/W4: test-range NHS numbers (Zipf)")
       ->capture_default_str();
   app.add_option("--zipf", cfg.zipf_s, "W3/W4: Zipf exponent")->capture_default_str();
-  app.add_option("--warmup", cfg.warmup, "W3/W4: warm-up seconds (not measured)")
+  app.add_option("--warmup", cfg.warmup, "W3/W4/slowsub: warm-up seconds (not measured)")
       ->capture_default_str();
   app.add_option("--w3-subscribers", cfg.w3_subscribers, "W3 subscriber counts")
       ->delimiter(',')
@@ -1551,10 +1974,10 @@ int main(int argc, char** argv) {
   app.add_option("--w3-rate", cfg.w3_rate, "W3 offered publish rate, events/s")->capture_default_str();
   app.add_option("--w3-seconds", cfg.w3_seconds, "W3 measured seconds")->capture_default_str();
   app.add_option("--max-channels", cfg.max_channels,
-                 "W3: subscribers beyond this many share channels")
+                 "W3/slowsub: subscribers beyond this many share channels")
       ->capture_default_str();
   app.add_option("--drain-seconds", cfg.drain_seconds,
-                 "W3/W4: longest wait for subscribers to catch up after publishing")
+                 "W3/W4/slowsub: longest wait for subscribers to catch up after publishing")
       ->capture_default_str();
   app.add_option("--w4-rate", cfg.w4_rate, "W4 urgent events/s (open loop)")->capture_default_str();
   app.add_option("--w4-seconds", cfg.w4_seconds, "W4 measured seconds per phase")
@@ -1600,6 +2023,21 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->check(CLI::Range(1, 1000))
       ->capture_default_str();
+  app.add_option("--slowsub-subscribers", cfg.slowsub_subscribers,
+                 "slowsub: normal subscribers (the stuck one comes on top)")
+      ->capture_default_str();
+  app.add_option("--slowsub-rate", cfg.slowsub_rate, "slowsub offered publish rate, events/s")
+      ->capture_default_str();
+  app.add_option("--slowsub-seconds", cfg.slowsub_seconds, "slowsub measured seconds per phase")
+      ->capture_default_str();
+  app.add_option("--slowsub-write-timeout-ms", cfg.slowsub_write_timeout_ms,
+                 "slowsub: the daemon's --subscriber-write-timeout-ms (both phases)")
+      ->check(CLI::Range(1, 3600000))
+      ->capture_default_str();
+  app.add_option("--slowsub-event-bytes", cfg.slowsub_event_bytes,
+                 "slowsub: serialized event size, both phases (the stuck stream's flow-control "
+                 "window fills sooner with larger events; the padding stops near 4 KB)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (cfg.smoke) {
     cfg.w3_subscribers = {10};
@@ -1618,9 +2056,15 @@ int main(int argc, char** argv) {
     cfg.catchup_events = 20000;
     cfg.drain_seconds = 10;
     cfg.repeat = 1;
+    cfg.slowsub_subscribers = 5;
+    cfg.slowsub_rate = 1000;
+    cfg.slowsub_seconds = 3;
+    cfg.slowsub_event_bytes = 4096;  // the stuck window (~4 MB) full after ~1 s
+    cfg.slowsub_write_timeout_ms = 1000;
   }
   if (cfg.repeat < 1 || cfg.batch < 1 || cfg.batch > 10000 || cfg.w3_rate <= 0 ||
-      cfg.w4_rate <= 0 || cfg.events == 0 || cfg.max_channels < 1) {
+      cfg.w4_rate <= 0 || cfg.events == 0 || cfg.max_channels < 1 ||
+      cfg.slowsub_subscribers < 1 || cfg.slowsub_rate <= 0 || cfg.slowsub_seconds <= 0) {
     std::fprintf(stderr, "icr_broker_bench: invalid options\n");
     return 2;
   }
@@ -1686,6 +2130,15 @@ int main(int argc, char** argv) {
   wo.run_prefix = "bb3";
   std::unique_ptr<Workload> w3wl;
   if (Has(cfg, "w3")) w3wl = std::make_unique<Workload>(MakeWorkload(wo));
+  // slowsub: W3's events (ROUTINE Care Act assessments), padded to
+  // --slowsub-event-bytes in both phases.
+  std::unique_ptr<Workload> sswl;
+  if (Has(cfg, "slowsub")) {
+    WorkloadOptions so = wo;
+    so.event_bytes = cfg.slowsub_event_bytes;
+    so.run_prefix = "bbs";
+    sswl = std::make_unique<Workload>(MakeWorkload(so));
+  }
 
   Table t3("W3 fan-out: " + Fmt("%.0f", cfg.w3_rate) + " events/s offered, " +
                std::to_string(cfg.event_bytes) + "-byte events, ephemeral subscribers (latency in ms)",
@@ -1719,6 +2172,19 @@ int main(int argc, char** argv) {
            {"max_batch", "events", "events/s", "messages", "broker us CPU per event"},
            {"num", "num", "num", "%.1f"});
 
+  Table tss("slowsub: " + std::to_string(cfg.slowsub_subscribers) + " subscribers at " +
+                Fmt("%.0f", cfg.slowsub_rate) + " events/s of " +
+                std::to_string(sswl ? sswl->event_size : cfg.slowsub_event_bytes) +
+                " bytes, without and with one stuck subscriber (write timeout " +
+                std::to_string(cfg.slowsub_write_timeout_ms) +
+                " ms; latency of the others in ms, from the schedule)",
+            {"phase", "delivered (others)", "expected", "missing", "e2e p50", "e2e p99",
+             "e2e p99.9", "e2e max", "e2e p99 while the stuck one was connected",
+             "streams cut off", "cut off s after it stopped reading",
+             "events buffered for it", "RSS peak MiB", "RSS end MiB", "broker cores", "other"},
+            {"num", "num", "num", "%.2f", "%.2f", "%.2f", "%.1f", "%.2f", "num", "%.2f", "num",
+             "%.1f", "%.1f", "%.2f", "%.2f"});
+
   HistoryStore hs;
   json info = json::object();
   for (int round = 1; round <= cfg.repeat; ++round) {
@@ -1728,6 +2194,7 @@ int main(int argc, char** argv) {
     if (Has(cfg, "w6")) report["w6"].push_back(RunW6(cfg, &hs, round, &t6, &info));
     if (Has(cfg, "w7")) report["w7"].push_back(RunW7(cfg, round, &t7));
     if (Has(cfg, "catchup")) report["catchup"].push_back(RunCatchup(cfg, &hs, round, &tc, &info));
+    if (Has(cfg, "slowsub")) report["slowsub"].push_back(RunSlowsub(cfg, *sswl, round, &tss));
   }
   if (info.contains("history_store")) report["history_store"] = info["history_store"];
 
@@ -1761,6 +2228,13 @@ int main(int argc, char** argv) {
     std::printf("\nTarget: <= 50 KiB per idle stream.\n");
   }
   if (Has(cfg, "catchup")) tc.Print();
+  if (Has(cfg, "slowsub")) {
+    tss.Print();
+    std::printf("\nEach phase on a fresh daemon; the stuck subscriber (own connection) reads one "
+                "message and never again. Target: the others' p99 with it <= 1.10x baseline "
+                "(last row: ratios; odd rounds ran the baseline first, even rounds the stuck "
+                "phase).\n");
+  }
   report["machine"]["load_average_at_end"] = LoadAvg();
   report["ok"] = !g_failed;
   if (!cfg.json_path.empty()) {
