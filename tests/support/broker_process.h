@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -90,6 +91,17 @@ class BrokerProcess {
   }
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  pid_t pid() const { return pid_; }
+
+  // A line of /proc/<pid>/status ("VmRSS", "VmHWM"), in KiB; 0 if unknown.
+  long StatusKb(const std::string& key) const {
+    std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind(key + ":", 0) == 0) return std::atol(line.c_str() + key.size() + 1);
+    }
+    return 0;
+  }
 
  private:
   pid_t pid_ = -1;
