@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev
   clang-14 libclang-rt-14-dev libfuzzer-14-dev
+  libasan8 libubsan1 libtsan2
   openssl libssl-dev curl
   # Optional: client libraries of the peers icr_peer_bench compares with
   # (Redis, RabbitMQ, NATS). Clients only: the servers are installed by hand
