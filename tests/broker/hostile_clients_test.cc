@@ -126,8 +126,14 @@ TEST(HostileClientsTest, AStormOfLargeRequestsIsHeldByTheMemoryQuota) {
   // well below that.
   ASSERT_EQ(wide.codes.count(grpc::StatusCode::INVALID_ARGUMENT), 1u);
   EXPECT_EQ(wide.codes.at(grpc::StatusCode::INVALID_ARGUMENT), kClients);
+#ifdef __SANITIZE_ADDRESS__
+  // Under ASan freed memory is held in quarantine and counted in RSS: the
+  // product's memory cannot be measured there (the normal build checks it).
+  std::printf("ASan build: memory comparison skipped\n");
+#else
   EXPECT_LT(tight.peak_kb - tight.baseline_kb, (wide.peak_kb - wide.baseline_kb) / 2)
       << "the 64 MiB quota did not hold memory down";
+#endif
 }
 
 }  // namespace
