@@ -247,8 +247,11 @@ std::string FormatCsvRecord(const std::vector<std::string>& fields, char delimit
   for (size_t i = 0; i < fields.size(); ++i) {
     if (i > 0) out.push_back(delimiter);
     const std::string& f = fields[i];
+    // A field starting with a byte-order mark is quoted too: written first in
+    // a file, the reader would take the mark for the file's own and drop it.
     const bool quote = f.find_first_of(std::string("\"\r\n") + delimiter) != std::string::npos ||
-                       (!f.empty() && (f.front() == ' ' || f.back() == ' '));
+                       (!f.empty() && (f.front() == ' ' || f.back() == ' ')) ||
+                       f.rfind("\xEF\xBB\xBF", 0) == 0;
     if (!quote) {
       out += f;
       continue;

@@ -147,6 +147,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       CsvRecord copy;
       std::string error;
       Check(reader.Next(&copy, &error) == CsvReader::Result::kRecord, "written record reads");
+      if (copy.fields != row.record.fields) {
+        auto show = [](const std::vector<std::string>& fields) {
+          for (const auto& f : fields) {
+            std::fprintf(stderr, "  [");
+            for (unsigned char c : f) {
+              if (c >= 0x20 && c < 0x7f) std::fputc(c, stderr);
+              else std::fprintf(stderr, "\\x%02x", c);
+            }
+            std::fprintf(stderr, "]\n");
+          }
+        };
+        std::fprintf(stderr, "read:\n");
+        show(row.record.fields);
+        std::fprintf(stderr, "written and read back:\n");
+        show(copy.fields);
+      }
       Check(copy.fields == row.record.fields, "written record round-trips");
     } else {
       Check(!row.problem.empty(), "a rejected row has a problem");
