@@ -160,9 +160,19 @@ namespace {
 store::Status PullBackCursorsPastTheEnd(store::EventStore* store) {
   std::vector<std::pair<std::string, std::string>> subscriptions;
   store::Status s = store->ListSubscriptions(&subscriptions);
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    // Damaged cursor records must not keep the broker down: the damaged
+    // subscriptions answer DATA_LOSS (with the next step) when used.
+    std::fprintf(stderr,
+                 "icr-broker: ALERT: cannot check subscriptions' cursors at start-up (%s); "
+                 "starting anyway\n",
+                 s.ToString().c_str());
+    return {};
+  }
   const uint64_t last = store->LastPosition();
   for (const auto& [name, bytes] : subscriptions) {
+    // Records under "resthook:" belong to FHIR rest-hooks, not to Subscribe.
+    if (name.rfind("resthook:", 0) == 0) continue;
     icr::v1::internal::SubscriptionState state;
     if (!state.ParseFromString(bytes)) continue;  // Subscribe reports it (DATA_LOSS)
     const bool ahead_past = std::any_of(state.acked_ahead().begin(), state.acked_ahead().end(),

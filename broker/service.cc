@@ -124,6 +124,11 @@ bool ParseRequest(const grpc::ByteBuffer& raw, google::protobuf::Message* out,
   return false;
 }
 
+// Releases a unary call's request bytes once parsed: gRPC keeps the request
+// until the call finishes (after the store's fsync), and typed handlers free
+// it after parsing. The buffer is the handler's own; gRPC only destroys it.
+void ReleaseRequest(const grpc::ByteBuffer* raw) { const_cast<grpc::ByteBuffer*>(raw)->Clear(); }
+
 // The varint field `number` at the top level of a serialized message, or 0
 // (the request_id of a PublishStreamRequest that does not parse).
 uint64_t TopLevelVarint(const grpc::ByteBuffer& raw, int number) {
@@ -340,8 +345,11 @@ class PublishStreamReactor final
       }
       Slot& slot = *st.slots.front();
       if (!SerializeResponse(slot.response, &slot.buffer).ok()) {
-        // Cannot happen for a well-formed response; answer rather than stall.
+        // Cannot happen for a well-formed response; answer rather than stall
+        // (with the request_id, so the client can match it).
+        const uint64_t request_id = slot.response.request_id();
         slot.response.Clear();
+        slot.response.set_request_id(request_id);
         slot.response.set_code(grpc::StatusCode::INTERNAL);
         slot.response.set_message("the response could not be serialized");
         SerializeResponse(slot.response, &slot.buffer);
@@ -910,6 +918,7 @@ grpc::ServerUnaryReactor* BrokerService::Publish(grpc::CallbackServerContext* ct
     reactor->Finish(Invalid(problem));
     return reactor;
   }
+  ReleaseRequest(raw_request);
   if (!request.has_event()) {
     reactor->Finish(Invalid("event: is required"));
     return reactor;
@@ -940,6 +949,7 @@ grpc::ServerUnaryReactor* BrokerService::PublishBatch(grpc::CallbackServerContex
     reactor->Finish(Invalid(problem + " (nothing in this batch was stored)"));
     return reactor;
   }
+  ReleaseRequest(raw_request);
   std::vector<CareEvent> events(request.events_size());
   for (int i = 0; i < request.events_size(); ++i) events[i].Swap(request.mutable_events(i));
   config_.ingest->Publish(std::move(events), /*batch=*/true,

@@ -582,10 +582,16 @@ Status RocksDbStore::OpenDb() {
   db_options.bytes_per_sync = 1 << 20;
   db_options.max_total_wal_size = 512u << 20;
   db_options.keep_log_file_num = 5;
-  // Every acknowledged write was synced, so only a log's last record can be
-  // torn by a crash; that is tolerated. A record failing its checksum with
-  // more after it is damage, not a crash: refused below, unless accepted.
-  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
+  // Sync durability: every acknowledged write was synced before the next
+  // group was written, so a crash can only tear a log's last record; that is
+  // tolerated, and a record failing its checksum with more after it is
+  // damage, refused below unless accepted. Relaxed durability: an older log
+  // may lose an unsynced tail while a later one keeps its writes, and
+  // tolerating that would leave holes; point-in-time recovery keeps a prefix
+  // (and cannot tell damage from a lost tail).
+  db_options.wal_recovery_mode = options_.durability == Durability::kSync
+                                     ? rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords
+                                     : rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   if (options_.env != nullptr) db_options.env = options_.env;
   // One thread writes events; pipelining across writer groups does not help
   // it (measured: no gain for the single writer).
@@ -644,26 +650,32 @@ Status RocksDbStore::OpenDb() {
     // changes nothing on disk) works, and says how far the log is intact.
     uint64_t intact = 0;
     if (!WalDamageLeaves(db_options, descriptors, &intact)) {
-      return Rocks(rs, "opening the event store");
+      return Status::Corruption(
+          "the event store in " + dir + " is damaged and cannot be opened as it is (" +
+          rs.ToString() +
+          "): the damage is in a table file or the MANIFEST, or in a write-ahead log whose "
+          "later writes are already in table files. Restore the directory from a backup");
     }
+    const std::string kept =
+        intact == 0 ? std::string("nothing") : "positions 1-" + std::to_string(intact);
     if (!options_.accept_wal_damage) {
       return Status::Corruption(
           "the write-ahead log in " + dir + " is damaged before its end (" + rs.ToString() +
           "): it is intact up to position " + std::to_string(intact) +
           ", and acknowledged events written after the damage would be lost by recovering "
           "past it, so the store refuses to open. Restore the directory from a backup; or "
-          "copy it aside and restart with --accept-wal-damage to keep positions 1-" +
-          std::to_string(intact) + " and lose what follows");
+          "copy it aside and restart with --accept-wal-damage to keep " + kept +
+          " and lose what follows");
     }
     db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
     rs = rocksdb::DB::Open(db_options, dir, descriptors, &handles, &raw);
     if (rs.ok()) {
       std::fprintf(stderr,
                    "icr store: ALERT: the write-ahead log in %s was damaged; opened with "
-                   "--accept-wal-damage: kept positions 1-%llu, dropped every record after "
-                   "the damage. Subscribers' cursors past %llu are moved back to it.\n",
-                   dir.c_str(), static_cast<unsigned long long>(intact),
-                   static_cast<unsigned long long>(intact));
+                   "--accept-wal-damage: kept %s, dropped every record after the damage "
+                   "(icr-broker moves subscriptions' cursors past %llu back to it at "
+                   "start-up)\n",
+                   dir.c_str(), kept.c_str(), static_cast<unsigned long long>(intact));
     }
   }
   if (!rs.ok()) return Rocks(rs, "opening the event store");
@@ -679,21 +691,39 @@ bool RocksDbStore::WalDamageLeaves(const rocksdb::DBOptions& db_options,
   rocksdb::DBOptions probe = db_options;
   probe.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   probe.create_if_missing = false;
+  // Only the column families the directory has (an older one may lack some).
+  std::vector<std::string> names;
+  if (!rocksdb::DB::ListColumnFamilies(probe, options_.data_dir, &names).ok()) return false;
+  std::vector<rocksdb::ColumnFamilyDescriptor> present;
+  for (const auto& d : cfs) {
+    if (std::find(names.begin(), names.end(), d.name) != names.end()) present.push_back(d);
+  }
+  const auto events = std::find_if(present.begin(), present.end(), [](const auto& d) {
+    return d.name == kCfNames[kEvents];
+  });
+  if (events == present.end()) return false;
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  if (!rocksdb::DB::OpenForReadOnly(probe, options_.data_dir, cfs, &handles, &raw).ok()) {
+  if (!rocksdb::DB::OpenForReadOnly(probe, options_.data_dir, present, &handles, &raw).ok()) {
     return false;
   }
   std::unique_ptr<rocksdb::DB> db(raw);
+  bool ok = true;
+  *intact = 0;
   {
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[kEvents]));
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(rocksdb::ReadOptions(), handles[events - present.begin()]));
     it->SeekToLast();
-    if (it->Valid()) {
-      keys::DecodePosition(std::string_view(it->key().data(), it->key().size()), intact);
+    if (!it->status().ok()) {
+      ok = false;
+    } else if (it->Valid() && !keys::DecodePosition(std::string_view(it->key().data(),
+                                                                     it->key().size()),
+                                                    intact)) {
+      ok = false;
     }
   }
   for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
-  return true;
+  return ok;
 }
 
 Status RocksDbStore::CheckSchema() {

@@ -131,7 +131,9 @@ TEST(HostileClientsTest, AStormOfLargeRequestsIsHeldByTheMemoryQuota) {
   // product's memory cannot be measured there (the normal build checks it).
   std::printf("ASan build: memory comparison skipped\n");
 #else
-  EXPECT_LT(tight.peak_kb - tight.baseline_kb, (wide.peak_kb - wide.baseline_kb) / 2)
+  // Measured: 0.35-0.43 of the wide run's growth; 2/3 leaves room for a
+  // loaded machine, where fewer of the wide run's requests overlap.
+  EXPECT_LT(tight.peak_kb - tight.baseline_kb, (wide.peak_kb - wide.baseline_kb) * 2 / 3)
       << "the 64 MiB quota did not hold memory down";
 #endif
 }

@@ -4,18 +4,23 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+extern "C" char** environ;
 
 namespace icr::testing {
 
@@ -34,12 +39,17 @@ class BrokerProcess {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    pid_ = fork();
-    if (pid_ == 0) {
-      FILE* log = freopen(log_path.c_str(), "w", stderr);
-      (void)log;
-      execv(binary.c_str(), argv.data());
-      _exit(127);
+    // posix_spawn, not fork: the test process has gRPC threads, and a forked
+    // child may only call async-signal-safe functions.
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    const int rc = posix_spawn(&pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) {
+      pid_ = -1;
+      throw std::runtime_error("cannot start " + binary + ": " + std::strerror(rc));
     }
     using namespace std::chrono_literals;
     for (int i = 0; i < 300 && port_ == 0; ++i) {
@@ -73,12 +83,24 @@ class BrokerProcess {
   }
 
   // Sends SIGTERM without waiting.
-  void SendTerm() { kill(pid_, SIGTERM); }
+  void SendTerm() {
+    if (pid_ > 0) kill(pid_, SIGTERM);
+  }
 
-  // Waits for the process to end; its wait status.
-  int Wait() {
+  // Waits up to `limit` for the process to end: its wait status; -1 (and a
+  // test failure, the process killed) if it did not end in time.
+  int Wait(std::chrono::seconds limit = std::chrono::seconds(60)) {
+    if (pid_ <= 0) return -1;
+    const auto deadline = std::chrono::steady_clock::now() + limit;
     int status = 0;
-    waitpid(pid_, &status, 0);
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ADD_FAILURE() << "the broker did not exit within " << limit.count() << " s: " << Log();
+        Kill9();
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     pid_ = -1;
     return status;
   }

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <spawn.h>
+#include <signal.h>
 #include <sys/wait.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -12,6 +14,7 @@
 #include <filesystem>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "broker/nhs_number.h"
@@ -184,8 +187,19 @@ ProgramRun RunProgram(const std::vector<std::string>& args, const std::string& d
     run.start_error = std::string("cannot start ") + argv[0] + ": " + std::strerror(rc);
     return run;
   }
+  // A program that does not end (a daemon that should have refused to
+  // start) is killed after 120 s: exit code 128 + 9, and start_error says so.
   int status = 0;
-  waitpid(pid, &status, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      run.start_error = std::string(argv[0]) + " did not end within 120 s; killed";
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   run.out = ReadWholeFile(out_path);
   run.err = ReadWholeFile(err_path);

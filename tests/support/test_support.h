@@ -45,7 +45,8 @@ struct ProgramRun {
 };
 
 // Runs `argv` (argv[0] a path) with standard input from /dev/null, its
-// standard output and error in files under `dir`, and waits for it.
+// standard output and error in files under `dir`, and waits for it (at most
+// 120 s: then it is killed and start_error says so).
 ProgramRun RunProgram(const std::vector<std::string>& argv, const std::string& dir);
 
 // Flips one byte (XOR 0x5a) at `offset` of the file at `path`, as disk damage

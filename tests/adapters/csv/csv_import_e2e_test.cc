@@ -31,13 +31,6 @@ using icr::testing::TestBroker;
 
 std::string Fixture(const std::string& name) { return std::string(ICR_CSV_FIXTURES) + "/" + name; }
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 using CtlRun = icr::testing::ProgramRun;
 
 // Runs the real icrctl with `args`; its output is kept in files in `dir`.
