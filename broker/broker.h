@@ -54,9 +54,9 @@ struct BrokerOptions {
   // broker growing without bound. Default: 2 GiB.
   size_t grpc_memory_bytes = size_t{2} << 30;
   // Keepalive enforcement: a client may ping at most this often while it has
-  // calls open (never, with none). A client that pings faster gets 5 strikes,
-  // then GOAWAY (ENHANCE_YOUR_CALM, "too_many_pings") and its calls end with
-  // UNAVAILABLE. Default: 10,000 ms.
+  // calls open (with none open, gRPC allows one ping in 2 hours). A client
+  // that pings faster gets 5 strikes, then GOAWAY (ENHANCE_YOUR_CALM,
+  // "too_many_pings") and its calls end with UNAVAILABLE. Default: 10,000 ms.
   int min_client_ping_interval_ms = 10000;
   // Grace period for in-flight RPCs on shutdown. Default: 5,000 ms.
   int shutdown_grace_ms = 5000;

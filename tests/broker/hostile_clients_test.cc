@@ -4,11 +4,9 @@
 // call must end with an answer (processed, or shed with a status a client
 // retries on); afterwards the broker serves as before.
 #include <gtest/gtest.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -57,24 +55,10 @@ Storm RunStorm(const std::string& dir, int quota_mb, int clients, size_t bytes) 
       args.SetMaxSendMessageSize(-1);
       auto channel =
           grpc::CreateCustomChannel(broker.address(), grpc::InsecureChannelCredentials(), args);
-      grpc::GenericStub stub(channel);
-      grpc::Slice slice(payload);
-      grpc::ByteBuffer in(&slice, 1), response;
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + 60s);
-      std::mutex call_mu;
-      std::condition_variable cv;
-      bool done = false;
-      grpc::Status status;
-      stub.UnaryCall(&ctx, "/icr.v1.Broker/Publish", grpc::StubOptions(), &in, &response,
-                     [&](grpc::Status s) {
-                       std::lock_guard<std::mutex> lock(call_mu);
-                       status = s;
-                       done = true;
-                       cv.notify_one();
-                     });
-      std::unique_lock<std::mutex> lock(call_mu);
-      cv.wait(lock, [&] { return done; });
+      const grpc::Status status =
+          icr::testing::GenericUnaryCall(channel, "/icr.v1.Broker/Publish", payload, &ctx);
       std::lock_guard<std::mutex> count(mu);
       ++out.codes[status.error_code()];
       out.messages[status.error_code()] = status.error_message().substr(0, 120);

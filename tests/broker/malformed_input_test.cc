@@ -22,7 +22,6 @@
 // No timing is asserted.
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -503,14 +502,8 @@ class MalformedInputTest : public ::testing::Test {
   // A Publish whose request is `bytes` as they are (not necessarily a valid
   // PublishRequest), through a generic stub.
   grpc::Status PublishBytes(const std::string& bytes) {
-    grpc::GenericStub generic(channel_);
-    grpc::Slice slice(bytes);
-    grpc::ByteBuffer request(&slice, 1), response;
     auto ctx = testing::Context();
-    std::promise<grpc::Status> done;
-    generic.UnaryCall(ctx.get(), "/icr.v1.Broker/Publish", grpc::StubOptions(), &request, &response,
-                      [&done](grpc::Status s) { done.set_value(std::move(s)); });
-    return done.get_future().get();
+    return testing::GenericUnaryCall(channel_, "/icr.v1.Broker/Publish", bytes, ctx.get());
   }
 
   grpc::Status Batch(const std::vector<CareEvent>& events) {

@@ -1,6 +1,7 @@
 #include "tests/support/test_support.h"
 
 #include <fcntl.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <spawn.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <filesystem>
 #include <mutex>
@@ -149,6 +151,26 @@ std::string ReadWholeFile(const std::string& path) {
   return ss.str();
 }
 }  // namespace
+
+grpc::Status GenericUnaryCall(const std::shared_ptr<grpc::Channel>& channel,
+                              const std::string& method, const std::string& bytes,
+                              grpc::ClientContext* ctx, std::string* response) {
+  grpc::GenericStub generic(channel);
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer in(&slice, 1), out;
+  std::promise<grpc::Status> done;
+  generic.UnaryCall(ctx, method, grpc::StubOptions(), &in, &out,
+                    [&done](grpc::Status s) { done.set_value(std::move(s)); });
+  grpc::Status status = done.get_future().get();
+  if (response != nullptr) {
+    response->clear();
+    std::vector<grpc::Slice> slices;
+    if (status.ok() && out.Dump(&slices).ok()) {
+      for (const auto& sl : slices) response->append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+    }
+  }
+  return status;
+}
 
 bool FlipByte(const std::string& path, uint64_t offset) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);

@@ -53,6 +53,14 @@ ProgramRun RunProgram(const std::vector<std::string>& argv, const std::string& d
 // would; false if the file cannot be read and written there.
 bool FlipByte(const std::string& path, uint64_t offset);
 
+// One unary call of `method` ("/package.Service/Method") carrying `bytes` as
+// they are, on `channel` (no generated stub: bytes a stub could not produce,
+// or a service Debian ships no C++ client for). Waits for the answer; the
+// response bytes go to *response if given.
+grpc::Status GenericUnaryCall(const std::shared_ptr<grpc::Channel>& channel,
+                              const std::string& method, const std::string& bytes,
+                              grpc::ClientContext* ctx, std::string* response = nullptr);
+
 // Options for a broker on 127.0.0.1 with an OS-chosen port over `data_dir`.
 icr::broker::BrokerOptions TestBrokerOptions(const std::string& data_dir);
 
