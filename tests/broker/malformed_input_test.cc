@@ -59,6 +59,7 @@
 #include "broker/broker.h"
 #include "broker/nhs_number.h"
 #include "tests/adapters/hl7/hl7_test_util.h"
+#include "tests/support/http_reply.h"
 #include "tests/support/test_support.h"
 
 #ifndef ICRCTL_BINARY
@@ -256,12 +257,7 @@ using icr::adapters::hl7::testing::MllpClient;
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
-struct HttpReply {
-  int status = 0;  // 0: no answer (see error)
-  std::string error;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-};
+using icr::testing::HttpReply;
 
 // Sends what `send` writes on a fresh connection to `port`, then reads and
 // parses the answer.
@@ -278,21 +274,7 @@ HttpReply Exchange(int port, Send send) {
   }
   send(socket, ec);  // a refused body may be cut short: still read the answer
   beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 << 20);
-  http::read(socket, buffer, parser, ec);
-  if (ec) {
-    reply.error = "read: " + ec.message();
-    return reply;
-  }
-  const auto& res = parser.get();
-  reply.status = static_cast<int>(res.result_int());
-  for (const auto& f : res) {
-    std::string name(f.name_string());
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    reply.headers[name] = std::string(f.value());
-  }
-  reply.body = res.body();
+  icr::testing::ReadHttpReply(socket, buffer, &reply);
   return reply;
 }
 

@@ -23,6 +23,7 @@
 #include "adapters/fhir/fhir_mapping.h"
 #include "broker/broker.h"
 #include "broker/ingest.h"
+#include "tests/support/http_reply.h"
 #include "tests/support/test_support.h"
 
 namespace icr::adapters::fhir {
@@ -54,17 +55,8 @@ const Headers& DefaultHeaders() {
   return h;
 }
 
-struct HttpReply {
-  int status = 0;  // 0: no answer (see error)
-  std::string error;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-
+struct HttpReply : icr::testing::HttpReply {
   json Json() const { return json::parse(body, nullptr, false); }
-  std::string Header(const std::string& name) const {
-    auto it = headers.find(name);
-    return it == headers.end() ? "" : it->second;
-  }
 };
 
 // A keep-alive HTTP/1.1 connection to the server.
@@ -94,21 +86,7 @@ class HttpClient {
     beast::error_code ec;
     http::write(socket_, req, ec);
     // A refused body may be cut short by the server's answer: still read it.
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(64 << 20);
-    http::read(socket_, buffer_, parser, ec);
-    if (ec) {
-      reply.error = "read: " + ec.message();
-      return reply;
-    }
-    const auto& res = parser.get();
-    reply.status = static_cast<int>(res.result_int());
-    for (const auto& f : res) {
-      std::string name(f.name_string());
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      reply.headers[name] = std::string(f.value());
-    }
-    reply.body = res.body();
+    icr::testing::ReadHttpReply(socket_, buffer_, &reply);
     return reply;
   }
 
