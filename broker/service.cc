@@ -45,21 +45,17 @@ constexpr size_t kMaxStreamUnwrittenResponses = 1024;
 // that is not UTF-8 (proto3 checks that on parse), would be answered
 // UNIMPLEMENTED with an empty message (unary calls) or end a stream's reads
 // as if the client had half-closed. Parsed here, it is answered
-// INVALID_ARGUMENT naming the field. The parse is the one gRPC does (from the
-// received slices, nothing copied first); only a failed parse copies the
-// bytes, to explain it.
+// INVALID_ARGUMENT naming the field. Parsing and explaining both read the
+// received slices in place (nothing is copied but the strings examined).
 
-// The received bytes, in one piece.
-std::string Flatten(const grpc::ByteBuffer& raw) {
-  std::vector<grpc::Slice> slices;
-  std::string bytes;
-  if (raw.Dump(&slices).ok()) {
-    for (const auto& slice : slices) {
-      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-    }
-  }
-  return bytes;
-}
+// A protobuf reader over a request's received slices, nothing copied. (The
+// ProtoBufferReader only reads the buffer.)
+struct RawRequestReader {
+  explicit RawRequestReader(const grpc::ByteBuffer& raw)
+      : slices(const_cast<grpc::ByteBuffer*>(&raw)), in(&slices) {}
+  grpc::ProtoBufferReader slices;
+  google::protobuf::io::CodedInputStream in;  // declared after `slices`: it reads it
+};
 
 // Reads the message at `in` (a `type` at `path`) and finds the first string
 // field, at any depth, that is not UTF-8: true with `*problem` set to
@@ -103,11 +99,9 @@ bool FindInvalidUtf8(const google::protobuf::Descriptor* type,
 
 // Why `raw` does not parse as a `type`: "<path>: <problem>".
 std::string ParseProblem(const google::protobuf::Descriptor* type, const grpc::ByteBuffer& raw) {
-  const std::string bytes = Flatten(raw);
-  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                            static_cast<int>(bytes.size()));
+  RawRequestReader reader(raw);
   std::string problem;
-  if (FindInvalidUtf8(type, &in, "", 0, &problem)) return problem;
+  if (FindInvalidUtf8(type, &reader.in, "", 0, &problem)) return problem;
   return "request: not a valid " + type->full_name() + " (its protobuf encoding cannot be parsed)";
 }
 
@@ -133,9 +127,8 @@ void ReleaseRequest(const grpc::ByteBuffer* raw) { const_cast<grpc::ByteBuffer*>
 // (the request_id of a PublishStreamRequest that does not parse).
 uint64_t TopLevelVarint(const grpc::ByteBuffer& raw, int number) {
   using Wire = google::protobuf::internal::WireFormatLite;
-  const std::string bytes = Flatten(raw);
-  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                            static_cast<int>(bytes.size()));
+  RawRequestReader reader(raw);
+  google::protobuf::io::CodedInputStream& in = reader.in;
   uint64_t value = 0;
   while (const uint32_t tag = in.ReadTag()) {
     if (Wire::GetTagFieldNumber(tag) == number &&
