@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "icr/v1/events.pb.h"
+#include "icr/v1/governance_types.pb.h"
 #include "store/status.h"
 
 namespace rocksdb {
@@ -79,6 +80,15 @@ struct StoreStats {
   std::string write_error;
   bool write_error_permanent = false;
   uint64_t write_recoveries = 0;  // times writing resumed after such an error
+};
+
+// The outcome of EventStore::VerifyAudit.
+struct AuditVerifyResult {
+  uint64_t checked = 0;             // records checked
+  bool intact = true;
+  uint64_t first_bad_sequence = 0;  // when not intact
+  std::string problem;              // when not intact: what is wrong
+  std::string head_hash;            // SHA-256 (32 bytes) of the last record
 };
 
 // Derived state kept beside the log (the `state` column family): workflow
@@ -213,6 +223,55 @@ class EventStore {
   // Writes a state key outside any event (e.g. a team registration). Never
   // use it for keys the StateMachine writes.
   virtual Status PutState(const std::string& key, const std::string& value) = 0;
+
+  // Audit trail (docs/governance.md, "Audit"), in its own column family.
+  //
+  // AppendAudit stores `records` atomically, in order, after every record
+  // appended before: it assigns each its sequence (1, 2, 3, ...), `at` when
+  // unset, and previous_hash (SHA-256 of the previous record's stored bytes;
+  // 32 zero bytes for the first), and fills them in. Records naming an NHS
+  // number are also indexed by it (AuditForPerson). The write goes to the
+  // WAL before it returns (synced with the next synced write; in kSync
+  // durability every later publish syncs it). Not OK: nothing of the call
+  // was stored, and the caller must not disclose what it audits.
+  virtual Status AppendAudit(std::vector<icr::v1::AuditRecord>* records) {
+    (void)records;
+    return Status(StatusCode::kUnavailable, "this store keeps no audit trail");
+  }
+  // Up to `max` records with sequence >= `from`, in sequence order, exactly
+  // as stored (a record that does not parse is kCorruption naming it).
+  virtual Status ReadAudit(uint64_t from, size_t max, std::vector<icr::v1::AuditRecord>* out) {
+    (void)from, (void)max, (void)out;
+    return Status(StatusCode::kUnavailable, "this store keeps no audit trail");
+  }
+  // Walks the chain from the first record: each record's previous_hash must
+  // equal the hash of the record before it, sequences must be contiguous,
+  // and the last must match the stored head (sequence and hash), so an
+  // edited, removed, reordered or truncated record is found. `progress` is
+  // called every 10,000 records with (checked, total). Sets `result`; the
+  // returned status is for I/O errors only.
+  virtual Status VerifyAudit(const std::function<void(uint64_t, uint64_t)>& progress,
+                             AuditVerifyResult* result) {
+    (void)progress, (void)result;
+    return Status(StatusCode::kUnavailable, "this store keeps no audit trail");
+  }
+  // Up to `max` records about one person with sequence > `after`, oldest
+  // first (a subject access request: who saw this person's record).
+  virtual Status AuditForPerson(const std::string& nhs_number, uint64_t after, size_t max,
+                                std::vector<icr::v1::AuditRecord>* out) {
+    (void)nhs_number, (void)after, (void)max, (void)out;
+    return Status(StatusCode::kUnavailable, "this store keeps no audit trail");
+  }
+
+  // Retention: replaces the stored event at `position` by `stub` (same
+  // position, event_id, nhs_number and event_type; purged_at set; payload
+  // cleared), keeping every index entry. The event's idempotency key stays,
+  // so a resend is still answered as a duplicate. kNotFound if no such
+  // event; kInvalidArgument if the stub does not match the event.
+  virtual Status ReplaceWithStub(uint64_t position, const icr::v1::CareEvent& stub) {
+    (void)position, (void)stub;
+    return Status(StatusCode::kUnavailable, "this store cannot purge events");
+  }
 
   virtual StoreStats Stats() const = 0;
 
