@@ -27,6 +27,10 @@ grpc::Status ToGrpc(const store::Status& s) {
       return {grpc::StatusCode::INTERNAL, s.message()};
     case StatusCode::kConflict:
       return {grpc::StatusCode::ABORTED, s.message()};
+    case StatusCode::kPermissionDenied:
+      return {grpc::StatusCode::PERMISSION_DENIED, s.message()};
+    case StatusCode::kUnauthenticated:
+      return {grpc::StatusCode::UNAUTHENTICATED, s.message()};
   }
   return {grpc::StatusCode::UNKNOWN, s.message()};
 }

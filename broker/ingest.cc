@@ -22,7 +22,9 @@ std::string Ingest::Validate(std::vector<icr::v1::CareEvent>* events, bool batch
 }
 
 void Ingest::Publish(std::vector<icr::v1::CareEvent> events, bool batch,
-                     store::AppendCallback done, uint64_t origin) {
+                     store::AppendCallback done, uint64_t origin,
+                     const PeerIdentity* caller) {
+  (void)caller;  // the policy check is wired in by the governance change
   std::string problem = Validate(&events, batch);
   if (!problem.empty()) {
     done(store::Status::InvalidArgument(problem), {});

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "broker/identity.h"
 #include "broker/validation.h"
 #include "icr/v1/events.pb.h"
 #include "store/store.h"
@@ -34,9 +35,12 @@ class Ingest {
   // "events[i]"), then appends them all or none. A validation failure calls
   // `done` at once with kInvalidArgument and stores nothing. `origin`: calls
   // that must stay in order with each other (one client stream) share a
-  // non-zero origin (store::EventStore::AppendOrdered).
+  // non-zero origin (store::EventStore::AppendOrdered). `caller`: who sent
+  // the events (an adapter's connection or a gRPC call); the policy decides
+  // whether it may publish them (kUnauthenticated / kPermissionDenied, with
+  // nothing stored). nullptr: the broker itself (escalations), trusted.
   void Publish(std::vector<icr::v1::CareEvent> events, bool batch, store::AppendCallback done,
-               uint64_t origin = 0);
+               uint64_t origin = 0, const PeerIdentity* caller = nullptr);
 
   // Validation alone, for callers that need the problem before publishing
   // (e.g. to map it back to an HL7 field). "" when valid.

@@ -6,7 +6,7 @@ std::string Status::ToString() const {
   static const char* const kNames[] = {"OK",          "INVALID_ARGUMENT", "NOT_FOUND",
                                        "FAILED_PRECONDITION", "ABORTED", "RESOURCE_EXHAUSTED",
                                        "UNAVAILABLE", "CORRUPTION",       "INTERNAL",
-                                       "CONFLICT"};
+                                       "CONFLICT",    "PERMISSION_DENIED", "UNAUTHENTICATED"};
   std::string s = kNames[static_cast<int>(code_)];
   if (!message_.empty()) s += ": " + message_;
   return s;

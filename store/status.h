@@ -22,6 +22,8 @@ enum class StatusCode {
   kCorruption,         // stored data failed a checksum or could not be parsed
   kInternal,           // a bug
   kConflict,           // optimistic concurrency: the record changed (expected version)
+  kPermissionDenied,   // the policy does not allow the caller this (docs/governance.md)
+  kUnauthenticated,    // the caller has no identity the policy knows
 };
 
 class Status {
@@ -45,6 +47,12 @@ class Status {
   static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
   static Status Conflict(std::string m) { return {StatusCode::kConflict, std::move(m)}; }
+  static Status PermissionDenied(std::string m) {
+    return {StatusCode::kPermissionDenied, std::move(m)};
+  }
+  static Status Unauthenticated(std::string m) {
+    return {StatusCode::kUnauthenticated, std::move(m)};
+  }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }
