@@ -23,10 +23,25 @@
 // may have left it ahead of the store). An error RocksDB cannot resume from
 // (fatal) stays until the broker is restarted.
 //
+// Writes from other threads (audit records, retention stubs, subscriptions,
+// parked events, state keys) go straight to RocksDB (SideWrite). One that
+// fails with an I/O error has left RocksDB refusing writes with its WAL in
+// error, like a failed group: the writer thread is told, refuses publishes
+// and resumes as above, and nothing syncs that WAL meanwhile (Debian's
+// RocksDB asserts on syncing a failed WAL).
+//
+// Audit trail: a hash chain in the `audit` column family (keys below),
+// appended under audit_mu_ (the chain is one total order) in one WriteBatch
+// per call with the head; the head is kept in memory, recovered at open.
+//
 // Thread-safety: see store.h. Internally: mu_ guards the queue; db_mu_ guards
 // the lifetime of db_ (shared for every use, exclusive to close); the writer
 // thread alone touches the write-side state (last_recorded_micros_,
-// write_error_).
+// write_error_); audit_mu_ guards the audit trail's head; wal_mu_ keeps WAL
+// syncs apart from side writes.
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <openssl/evp.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
@@ -34,6 +49,7 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
+#include <rocksdb/snapshot.h>
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -77,10 +93,56 @@ enum Cf : size_t {
   kParked,
   kState,
   kLanes,
+  kAudit,
   kNumCfs
 };
 constexpr const char* kCfNames[kNumCfs] = {"default", "events", "patient", "idempotency",
-                                           "cursors", "parked", "state",   "lanes"};
+                                           "cursors", "parked", "state",   "lanes",
+                                           "audit"};
+
+// Keys of the `audit` column family (the audit trail, store.h):
+//   "r" + BE64(sequence)               -> AuditRecord bytes (deterministic)
+//   "p" + nhs_number + BE64(sequence)  -> empty (AuditForPerson's index)
+//   "h"                                -> BE64(last sequence) + SHA-256 of its bytes
+constexpr char kAuditRecordTag = 'r';
+constexpr char kAuditPersonTag = 'p';
+constexpr char kAuditHeadKey[] = "h";
+constexpr size_t kAuditRecordKeyLength = 1 + keys::kPositionLength;
+constexpr size_t kSha256Length = 32;
+constexpr uint64_t kAuditProgressEvery = 10000;
+
+std::string AuditRecordKey(uint64_t sequence) {
+  std::string k(1, kAuditRecordTag);
+  keys::AppendPosition(sequence, &k);
+  return k;
+}
+
+std::string AuditPersonKey(std::string_view nhs_number, uint64_t sequence) {
+  std::string k(1, kAuditPersonTag);
+  k.append(nhs_number);
+  keys::AppendPosition(sequence, &k);
+  return k;
+}
+
+std::string Sha256(std::string_view bytes) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr) != 1 ||
+      len != kSha256Length) {
+    return std::string();  // never with a working libcrypto; callers treat it as an error
+  }
+  return std::string(reinterpret_cast<const char*>(md), len);
+}
+
+// The record's stored bytes: deterministic serialization, so the same record
+// always hashes the same.
+bool SerializeAuditRecord(const icr::v1::AuditRecord& record, std::string* out) {
+  out->clear();
+  google::protobuf::io::StringOutputStream stream(out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  return record.SerializeToCodedStream(&coded) && !coded.HadError();
+}
 
 // Metadata in the default column family.
 constexpr char kSchemaVersionKey[] = "schema_version";
@@ -385,6 +447,13 @@ class RocksDbStore final : public EventStore {
   Status ScanState(const std::string& prefix,
                    const std::function<bool(std::string_view, std::string_view)>& visit) override;
   Status PutState(const std::string& key, const std::string& value) override;
+  Status AppendAudit(std::vector<icr::v1::AuditRecord>* records) override;
+  Status ReadAudit(uint64_t from, size_t max, std::vector<icr::v1::AuditRecord>* out) override;
+  Status VerifyAudit(const std::function<void(uint64_t, uint64_t)>& progress,
+                     AuditVerifyResult* result) override;
+  Status AuditForPerson(const std::string& nhs_number, uint64_t after, size_t max,
+                        std::vector<icr::v1::AuditRecord>* out) override;
+  Status ReplaceWithStub(uint64_t position, const CareEvent& stub) override;
   StoreStats Stats() const override;
   // REQUIRES: not called from a `done` callback or the commit listener (the
   // writer thread); from there it only stops accepting appends.
@@ -420,6 +489,8 @@ class RocksDbStore final : public EventStore {
   Status RecoverLastPosition();
   // Lets the state machine rebuild its memory from the stored state.
   Status RecoverStateMachine();
+  // Reads the audit trail's head (sequence and hash of the last record).
+  Status RecoverAuditHead();
 
   void WriterLoop();
   void CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng);
@@ -457,6 +528,13 @@ class RocksDbStore final : public EventStore {
   bool WalDamageLeaves(const rocksdb::DBOptions& db_options,
                        const std::vector<rocksdb::ColumnFamilyDescriptor>& cfs,
                        uint64_t* intact);
+  // A write from outside the writer thread (audit records, stubs,
+  // subscriptions, parked events, state keys). A failed one may have left
+  // RocksDB's WAL in error (a full or failing disk): the writer is told, so
+  // it refuses publishes, never syncs that WAL and tries to resume, as after
+  // a failed group (the failure policy above).
+  Status SideWrite(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
+                   std::string_view what);
   Status Rocks(const rocksdb::Status& s, std::string_view what) const {
     return FromRocks(s, what, options_.data_dir);
   }
@@ -507,6 +585,24 @@ class RocksDbStore final : public EventStore {
   std::string write_error_text_;
   bool write_error_permanent_ = false;
 
+  // A write outside the writer thread failed (SideWrite): side_error_ (under
+  // mu_) is for the writer to adopt as its write_error_; side_write_failed_
+  // stays set until writing resumes, so the WAL is not synced before then
+  // (RocksDB asserts on syncing a WAL that failed).
+  Status side_error_;
+  bool side_error_pending_ = false;
+  std::atomic<bool> side_write_failed_{false};
+  // Held shared by side writes, exclusively by WAL syncs outside the writer's
+  // own writes (relaxed durability, Close), so a sync never races a side
+  // write that fails.
+  std::shared_mutex wal_mu_;
+
+  // The audit trail's head: the chain is a total order, so appends are
+  // serialized by audit_mu_, which guards both.
+  std::mutex audit_mu_;
+  uint64_t audit_last_sequence_ = 0;
+  std::string audit_head_hash_ = std::string(kSha256Length, '\0');
+
   std::atomic<uint64_t> appended_events_{0};
   std::atomic<uint64_t> duplicate_events_{0};
   std::atomic<uint64_t> write_batches_{0};
@@ -539,6 +635,8 @@ Status RocksDbStore::Open() {
   s = RecoverLastPosition();
   if (!s.ok()) return s;
   s = RecoverStateMachine();
+  if (!s.ok()) return s;
+  s = RecoverAuditHead();
   if (!s.ok()) return s;
   {
     std::lock_guard lk(mu_);
@@ -641,6 +739,10 @@ Status RocksDbStore::OpenDb() {
   // gets it empty (its older events are simply not indexed).
   descriptors.emplace_back(kCfNames[kLanes],
                            MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
+  // The audit trail (records, person index, head). Added like `lanes`: an
+  // older directory gets it empty (create_missing_column_families).
+  descriptors.emplace_back(kCfNames[kAudit],
+                           MakeCfOptions(cache_, compression, 8 * kMiB, false, true));
 
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -799,8 +901,10 @@ void RocksDbStore::Close() {
   // After a failed write the WAL file is in error: syncing it again would
   // trip RocksDB's own checks. (In sync durability nothing unsynced was
   // acknowledged; in relaxed durability up to ~100 ms may be, as always.)
-  rocksdb::Status rs =
-      write_error_.ok() ? db_->FlushWAL(/*sync=*/true) : rocksdb::Status::OK();
+  // Side writes cannot run now (they hold db_mu_ shared).
+  rocksdb::Status rs = write_error_.ok() && !side_write_failed_.load()
+                           ? db_->FlushWAL(/*sync=*/true)
+                           : rocksdb::Status::OK();
   if (!rs.ok()) {
     std::fprintf(stderr, "icr store: %s\n",
                  Rocks(rs, "syncing the WAL on close").ToString().c_str());
@@ -884,7 +988,9 @@ void RocksDbStore::WriterLoop() {
     std::vector<PendingCall> group;
     {
       std::unique_lock lk(mu_);
-      auto ready = [this] { return stop_ || !queue_.empty() || !urgent_queue_.empty(); };
+      auto ready = [this] {
+        return stop_ || !queue_.empty() || !urgent_queue_.empty() || side_error_pending_;
+      };
       const bool retrying = !write_error_.ok() && !resume_impossible_;
       if (retrying) {
         // Writes are refused: try to resume every kResumeInterval even with
@@ -899,6 +1005,13 @@ void RocksDbStore::WriterLoop() {
         cv_.wait_until(lk, last_sync + kRelaxedSyncInterval, ready);
       } else {
         cv_.wait(lk, ready);
+      }
+      if (side_error_pending_) {
+        // A side write failed: refuse publishes and retry as after a failed
+        // group (unless already doing so).
+        side_error_pending_ = false;
+        if (write_error_.ok()) SetWriteError(std::move(side_error_));
+        side_error_ = Status::Ok();
       }
       if (queue_.empty() && urgent_queue_.empty() && stop_) break;
       size_t taken = 0;
@@ -944,9 +1057,12 @@ void RocksDbStore::WriterLoop() {
                      [this] { return stop_ || !urgent_queue_.empty(); });
       }
     }
-    if (relaxed && unsynced && write_error_.ok() &&
+    if (relaxed && unsynced && write_error_.ok() && !side_write_failed_.load() &&
         std::chrono::steady_clock::now() - last_sync >= kRelaxedSyncInterval) {
-      rocksdb::Status rs = db_->SyncWAL();
+      std::unique_lock wal_lk(wal_mu_);
+      // Checked again under wal_mu_: no side write can fail from here on.
+      rocksdb::Status rs =
+          side_write_failed_.load() ? rocksdb::Status::OK() : db_->SyncWAL();
       last_sync = std::chrono::steady_clock::now();
       unsynced = false;
       if (!rs.ok() && write_error_.ok()) {
@@ -1196,6 +1312,9 @@ bool RocksDbStore::TryResume() {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_resume_attempt_ < kResumeInterval) return false;
   last_resume_attempt_ = now;
+  // A side write failing from here on sets it again (and fails the same way
+  // if this resume does not take).
+  side_write_failed_.store(false);
   rocksdb::Status rs = db_->Resume();
   if (!rs.ok()) {
     if (rs.severity() >= rocksdb::Status::Severity::kFatalError) {
@@ -1460,7 +1579,9 @@ Status RocksDbStore::PutSubscription(const std::string& name, const std::string&
   if (!db_) return Closed();
   rocksdb::WriteOptions wo;
   wo.sync = sync;
-  return Rocks(db_->Put(wo, cfs_[kCursors], name, value), "writing subscription '" + name + "'");
+  rocksdb::WriteBatch batch;
+  batch.Put(cfs_[kCursors], name, value);
+  return SideWrite(wo, &batch, "writing subscription '" + name + "'");
 }
 
 Status RocksDbStore::GetSubscription(const std::string& name, std::string* value) {
@@ -1503,7 +1624,7 @@ Status RocksDbStore::DeleteSubscription(const std::string& name) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return Rocks(db_->Write(wo, &batch), "deleting subscription '" + name + "'");
+  return SideWrite(wo, &batch, "deleting subscription '" + name + "'");
 }
 
 Status RocksDbStore::ListSubscriptions(
@@ -1531,8 +1652,9 @@ Status RocksDbStore::PutParked(const std::string& name, uint64_t position, const
   batch.Put(cfs_[kCursors], name, subscription_value);
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return Rocks(db_->Write(wo, &batch),
-               "parking event " + std::to_string(position) + " for subscription '" + name + "'");
+  return SideWrite(wo, &batch,
+                   "parking event " + std::to_string(position) + " for subscription '" + name +
+                       "'");
 }
 
 Status RocksDbStore::DeleteParked(const std::string& name, uint64_t position) {
@@ -1540,8 +1662,10 @@ Status RocksDbStore::DeleteParked(const std::string& name, uint64_t position) {
   if (!db_) return Closed();
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return Rocks(
-      db_->Delete(wo, cfs_[kParked], keys::ParkedKey(name, position)),
+  rocksdb::WriteBatch batch;
+  batch.Delete(cfs_[kParked], keys::ParkedKey(name, position));
+  return SideWrite(
+      wo, &batch,
       "deleting parked event " + std::to_string(position) + " of subscription '" + name + "'");
 }
 
@@ -1603,7 +1727,432 @@ Status RocksDbStore::PutState(const std::string& key, const std::string& value) 
   if (!db_) return Closed();
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  return Rocks(db_->Put(wo, cfs_[kState], key, value), "writing a state record");
+  rocksdb::WriteBatch batch;
+  batch.Put(cfs_[kState], key, value);
+  return SideWrite(wo, &batch, "writing a state record");
+}
+
+Status RocksDbStore::SideWrite(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
+                               std::string_view what) {
+  std::shared_lock wal_lk(wal_mu_);
+  rocksdb::Status rs = db_->Write(wo, batch);
+  if (rs.ok()) return Status::Ok();
+  Status mapped = Rocks(rs, what);
+  // An I/O error (a full disk included) is what leaves the WAL failed and
+  // RocksDB refusing writes until resumed.
+  if (!rs.IsIOError()) return mapped;
+  // Refused as an event write would be: nothing of it was stored, and the
+  // store (which retries by itself) refuses other writes until the disk
+  // takes them again.
+  Status failure(mapped.code(), mapped.message() + "; nothing stored");
+  side_write_failed_.store(true);
+  {
+    std::lock_guard lk(mu_);
+    if (!side_error_pending_) {
+      side_error_ = Status(mapped.code(),
+                           mapped.message() +
+                               "; publishes are refused until the disk takes writes again "
+                               "(the store retries by itself); nothing stored");
+      side_error_pending_ = true;
+    }
+  }
+  cv_.notify_all();
+  return failure;
+}
+
+// ---------------------------------------------------------------------------
+// Audit trail and retention stubs
+// ---------------------------------------------------------------------------
+
+Status RocksDbStore::RecoverAuditHead() {
+  uint64_t head_sequence = 0;
+  std::string head_hash(kSha256Length, '\0');
+  std::string head;
+  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cfs_[kAudit], kAuditHeadKey, &head);
+  if (rs.ok()) {
+    if (head.size() != keys::kPositionLength + kSha256Length ||
+        !keys::DecodePosition(std::string_view(head).substr(0, keys::kPositionLength),
+                              &head_sequence)) {
+      return Status::Corruption("the audit trail's head in " + options_.data_dir +
+                                " is malformed (" + std::to_string(head.size()) +
+                                " bytes); restore the directory from a backup");
+    }
+    head_hash = head.substr(keys::kPositionLength);
+  } else if (!rs.IsNotFound()) {
+    return Rocks(rs, "reading the audit trail's head");
+  }
+  // The head is written in the same batch as the records it names, so the
+  // last stored record is normally the head's. If a later record is stored
+  // (the head was removed or rolled back by hand), new records go after it:
+  // appending must never overwrite a record. VerifyAudit reports the break.
+  const std::string upper(1, static_cast<char>(kAuditRecordTag + 1));
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+  it->SeekToLast();
+  if (!it->status().ok()) return Rocks(it->status(), "finding the last audit record");
+  uint64_t last_stored = 0;
+  if (it->Valid() && it->key().size() == kAuditRecordKeyLength &&
+      it->key()[0] == kAuditRecordTag) {
+    keys::DecodePosition(std::string_view(it->key().data() + 1, keys::kPositionLength),
+                         &last_stored);
+  }
+  if (last_stored > head_sequence) {
+    std::fprintf(stderr,
+                 "icr store: WARNING: the audit trail's head in %s names record %llu but "
+                 "record %llu is stored; new records continue after %llu (icrctl audit "
+                 "verify reports the break)\n",
+                 options_.data_dir.c_str(), static_cast<unsigned long long>(head_sequence),
+                 static_cast<unsigned long long>(last_stored),
+                 static_cast<unsigned long long>(last_stored));
+    head_sequence = last_stored;
+    head_hash = Sha256(std::string_view(it->value().data(), it->value().size()));
+    if (head_hash.empty()) return Status::Internal("SHA-256 is not available from libcrypto");
+  }
+  std::lock_guard lk(audit_mu_);
+  audit_last_sequence_ = head_sequence;
+  audit_head_hash_ = std::move(head_hash);
+  return Status::Ok();
+}
+
+Status RocksDbStore::AppendAudit(std::vector<icr::v1::AuditRecord>* records) {
+  if (records->empty()) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  std::lock_guard audit_lk(audit_mu_);
+  // Filled in on copies: a failed write leaves the caller's records, and the
+  // chain's head, as they were.
+  std::vector<icr::v1::AuditRecord> filled = *records;
+  rocksdb::WriteBatch batch;
+  uint64_t sequence = audit_last_sequence_;
+  std::string hash = audit_head_hash_;
+  const int64_t now = NowMicros();
+  std::string bytes;
+  for (icr::v1::AuditRecord& record : filled) {
+    ++sequence;
+    record.set_sequence(sequence);
+    if (!record.has_at()) SetTimestamp(record.mutable_at(), now);
+    record.set_previous_hash(hash);
+    if (!SerializeAuditRecord(record, &bytes)) {
+      return Status::Internal("audit record " + std::to_string(sequence) +
+                              " could not be serialized; nothing stored");
+    }
+    hash = Sha256(bytes);
+    if (hash.empty()) {
+      return Status::Internal("SHA-256 is not available from libcrypto; nothing stored");
+    }
+    batch.Put(cfs_[kAudit], AuditRecordKey(sequence), bytes);
+    if (!record.nhs_number().empty()) {
+      batch.Put(cfs_[kAudit], AuditPersonKey(record.nhs_number(), sequence), rocksdb::Slice());
+    }
+  }
+  std::string head = keys::EncodePosition(sequence);
+  head += hash;
+  batch.Put(cfs_[kAudit], kAuditHeadKey, head);
+  // To the WAL, not synced: the next synced write (every publish in sync
+  // durability, the background sync in relaxed) makes it durable.
+  rocksdb::WriteOptions wo;
+  wo.sync = false;
+  Status s = SideWrite(wo, &batch, "appending " + std::to_string(filled.size()) +
+                                       " audit record(s)");
+  if (!s.ok()) return s;
+  audit_last_sequence_ = sequence;
+  audit_head_hash_ = std::move(hash);
+  *records = std::move(filled);
+  return Status::Ok();
+}
+
+Status RocksDbStore::ReadAudit(uint64_t from, size_t max,
+                               std::vector<icr::v1::AuditRecord>* out) {
+  out->clear();
+  if (max == 0) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  const std::string upper(1, static_cast<char>(kAuditRecordTag + 1));
+  rocksdb::Slice upper_slice(upper);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+  for (it->Seek(AuditRecordKey(std::max<uint64_t>(from, 1))); it->Valid() && out->size() < max;
+       it->Next()) {
+    uint64_t sequence = 0;
+    if (it->key().size() != kAuditRecordKeyLength ||
+        !keys::DecodePosition(std::string_view(it->key().data() + 1, keys::kPositionLength),
+                              &sequence)) {
+      out->clear();
+      return Status::Corruption("a key of the audit trail in " + options_.data_dir +
+                                " is malformed");
+    }
+    icr::v1::AuditRecord record;
+    if (!record.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      out->clear();
+      return Status::Corruption("audit record " + std::to_string(sequence) + " in " +
+                                options_.data_dir + " cannot be parsed (" +
+                                std::to_string(it->value().size()) + " bytes)");
+    }
+    out->push_back(std::move(record));
+  }
+  if (!it->status().ok()) {
+    out->clear();
+    return Rocks(it->status(), "reading the audit trail");
+  }
+  return Status::Ok();
+}
+
+Status RocksDbStore::VerifyAudit(const std::function<void(uint64_t, uint64_t)>& progress,
+                                 AuditVerifyResult* result) {
+  *result = AuditVerifyResult();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  // One consistent view: appends may go on meanwhile.
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot.snapshot();
+
+  std::string head;
+  rocksdb::Status rs = db_->Get(ro, cfs_[kAudit], kAuditHeadKey, &head);
+  if (!rs.ok() && !rs.IsNotFound()) return Rocks(rs, "reading the audit trail's head");
+  const bool have_head = rs.ok();
+  uint64_t head_sequence = 0;
+  const bool head_well_formed =
+      have_head && head.size() == keys::kPositionLength + kSha256Length &&
+      keys::DecodePosition(std::string_view(head).substr(0, keys::kPositionLength),
+                           &head_sequence);
+
+  const std::string upper(1, static_cast<char>(kAuditRecordTag + 1));
+  rocksdb::Slice upper_slice(upper);
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+
+  // The total for progress: the head's sequence, or the last stored record's
+  // if that is further.
+  uint64_t total = head_sequence;
+  it->SeekToLast();
+  if (!it->status().ok()) return Rocks(it->status(), "finding the last audit record");
+  if (it->Valid() && it->key().size() == kAuditRecordKeyLength) {
+    uint64_t last_key = 0;
+    keys::DecodePosition(std::string_view(it->key().data() + 1, keys::kPositionLength),
+                         &last_key);
+    total = std::max(total, last_key);
+  }
+
+  auto fail = [result](uint64_t sequence, std::string problem) {
+    result->intact = false;
+    result->first_bad_sequence = sequence;
+    result->problem = std::move(problem);
+  };
+  uint64_t expected = 1;
+  std::string previous_hash(kSha256Length, '\0');
+  for (it->Seek(AuditRecordKey(0)); it->Valid(); it->Next()) {
+    uint64_t sequence = 0;
+    if (it->key().size() != kAuditRecordKeyLength ||
+        !keys::DecodePosition(std::string_view(it->key().data() + 1, keys::kPositionLength),
+                              &sequence)) {
+      fail(expected, "the key after record " + std::to_string(expected - 1) +
+                         " is not a record key (" + std::to_string(it->key().size()) +
+                         " bytes): something was inserted");
+      break;
+    }
+    if (sequence != expected) {
+      // Keys are in order, so a later sequence means a gap.
+      fail(expected, sequence == expected + 1
+                         ? "record " + std::to_string(expected) +
+                               " is missing (the next stored record is " +
+                               std::to_string(sequence) + "): it was removed"
+                         : "records " + std::to_string(expected) + "-" +
+                               std::to_string(sequence - 1) +
+                               " are missing (the next stored record is " +
+                               std::to_string(sequence) + "): they were removed");
+      break;
+    }
+    const rocksdb::Slice value = it->value();
+    icr::v1::AuditRecord record;
+    if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      fail(sequence, "record " + std::to_string(sequence) + " cannot be parsed (" +
+                         std::to_string(value.size()) + " bytes): it was changed or damaged");
+      break;
+    }
+    if (record.sequence() != sequence) {
+      fail(sequence, "record " + std::to_string(sequence) + " says it is record " +
+                         std::to_string(record.sequence()) + ": it was changed or moved");
+      break;
+    }
+    if (record.previous_hash() != previous_hash) {
+      fail(sequence,
+           sequence == 1
+               ? std::string("record 1: its previous_hash is not 32 zero bytes (record 1 was "
+                             "changed, or records were removed before it)")
+               : "record " + std::to_string(sequence) +
+                     ": its previous_hash does not match the hash of record " +
+                     std::to_string(sequence - 1) + " (record " + std::to_string(sequence - 1) +
+                     " was changed, or a record was removed or inserted)");
+      break;
+    }
+    previous_hash = Sha256(std::string_view(value.data(), value.size()));
+    if (previous_hash.empty()) return Status::Internal("SHA-256 is not available from libcrypto");
+    ++result->checked;
+    ++expected;
+    if (progress && result->checked % kAuditProgressEvery == 0) {
+      progress(result->checked, total);
+    }
+  }
+  if (!it->status().ok()) return Rocks(it->status(), "reading the audit trail");
+
+  const uint64_t last = expected - 1;  // the last record checked
+  if (result->intact) {
+    if (!have_head) {
+      if (last != 0) {
+        fail(last, "the head is missing, but records 1-" + std::to_string(last) +
+                       " are stored: the head was removed");
+      }
+    } else if (!head_well_formed) {
+      fail(last, "the head is malformed (" + std::to_string(head.size()) +
+                     " bytes, not a sequence and a SHA-256): it was changed");
+    } else if (head_sequence > last) {
+      fail(last + 1, "the head names record " + std::to_string(head_sequence) +
+                         " but the last stored record is " + std::to_string(last) +
+                         ": records " + std::to_string(last + 1) + "-" +
+                         std::to_string(head_sequence) +
+                         " were removed (the trail was truncated)");
+    } else if (head_sequence < last) {
+      fail(head_sequence + 1, "the head names record " + std::to_string(head_sequence) +
+                                  " but records up to " + std::to_string(last) +
+                                  " are stored: records after " +
+                                  std::to_string(head_sequence) +
+                                  " were added without the head, or the head was rolled back");
+    } else if (std::string_view(head).substr(keys::kPositionLength) != previous_hash) {
+      fail(last, "the head's hash does not match the hash of record " + std::to_string(last) +
+                     " (record " + std::to_string(last) + " was changed)");
+    }
+  }
+  result->head_hash = previous_hash;
+  return Status::Ok();
+}
+
+Status RocksDbStore::AuditForPerson(const std::string& nhs_number, uint64_t after, size_t max,
+                                    std::vector<icr::v1::AuditRecord>* out) {
+  out->clear();
+  if (nhs_number.empty()) return Status::InvalidArgument("nhs_number is empty");
+  if (max == 0 || after == UINT64_MAX) return Status::Ok();
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot.snapshot();
+
+  // 1. Sequences from the person index.
+  const std::string prefix = std::string(1, kAuditPersonTag) + nhs_number;
+  std::vector<std::string> record_keys;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+    for (it->Seek(AuditPersonKey(nhs_number, after + 1));
+         it->Valid() && record_keys.size() < max; it->Next()) {
+      const rocksdb::Slice key = it->key();
+      if (!key.starts_with(prefix)) break;
+      // A longer identifier that starts with this one: another person's.
+      if (key.size() != prefix.size() + keys::kPositionLength) continue;
+      uint64_t sequence = 0;
+      keys::DecodePosition(std::string_view(key.data() + prefix.size(), keys::kPositionLength),
+                           &sequence);
+      record_keys.push_back(AuditRecordKey(sequence));
+    }
+    if (!it->status().ok()) return Rocks(it->status(), "reading the audit trail's person index");
+  }
+  if (record_keys.empty()) return Status::Ok();
+
+  // 2. The records (keys already sorted).
+  const size_t n = record_keys.size();
+  std::vector<rocksdb::Slice> slices(record_keys.begin(), record_keys.end());
+  std::vector<rocksdb::PinnableSlice> values(n);
+  std::vector<rocksdb::Status> statuses(n);
+  db_->MultiGet(ro, cfs_[kAudit], n, slices.data(), values.data(), statuses.data(),
+                /*sorted_input=*/true);
+  out->reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint64_t sequence = 0;
+    keys::DecodePosition(std::string_view(record_keys[i]).substr(1), &sequence);
+    Status s;
+    icr::v1::AuditRecord record;
+    if (statuses[i].IsNotFound()) {
+      s = Status::Corruption("the audit trail's person index in " + options_.data_dir +
+                             " names record " + std::to_string(sequence) +
+                             ", which is missing");
+    } else if (!statuses[i].ok()) {
+      s = Rocks(statuses[i], "reading audit record " + std::to_string(sequence));
+    } else if (!record.ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+      s = Status::Corruption("audit record " + std::to_string(sequence) + " in " +
+                             options_.data_dir + " cannot be parsed (" +
+                             std::to_string(values[i].size()) + " bytes)");
+    } else if (record.nhs_number() != nhs_number) {
+      s = Status::Corruption("the audit trail's person index in " + options_.data_dir +
+                             " names record " + std::to_string(sequence) +
+                             ", which is about another person");
+    }
+    if (!s.ok()) {
+      out->clear();
+      return s;
+    }
+    out->push_back(std::move(record));
+  }
+  return Status::Ok();
+}
+
+Status RocksDbStore::ReplaceWithStub(uint64_t position, const CareEvent& stub) {
+  const uint64_t last = LastPosition();
+  if (position == 0 || position > last) {
+    return Status::NotFound("no event at position " + std::to_string(position) +
+                            " (last position " + std::to_string(last) + ")");
+  }
+  std::shared_lock lk(db_mu_);
+  if (!db_) return Closed();
+  EventPtr stored;
+  Status s = ReadEvent(position, &stored);
+  if (s.code() == StatusCode::kNotFound) {
+    return Status::Corruption("event at position " + std::to_string(position) + " in " +
+                              options_.data_dir + " is missing (last position " +
+                              std::to_string(last) + ")");
+  }
+  if (!s.ok()) return s;
+  const CareEvent& event = stored->event;
+  std::string mismatch;
+  if (stub.position() != position) {
+    mismatch = "its position is " + std::to_string(stub.position());
+  } else if (stub.event_id() != event.event_id()) {
+    mismatch = "its event_id '" + stub.event_id() + "' is not the stored event's '" +
+               event.event_id() + "'";
+  } else if (stub.nhs_number() != event.nhs_number()) {
+    mismatch = "its nhs_number is not the stored event's";  // not named: personal data
+  } else if (stub.event_type() != event.event_type()) {
+    mismatch = "its event_type is " + icr::v1::EventType_Name(stub.event_type()) +
+               ", the stored event's is " + icr::v1::EventType_Name(event.event_type());
+  } else if (ToMicros(stub.recorded_at()) != ToMicros(event.recorded_at())) {
+    // FindPositionAtTime relies on recorded_at rising with position.
+    mismatch = "its recorded_at is not the stored event's";
+  } else if (!stub.has_purged_at()) {
+    mismatch = "it has no purged_at";
+  } else if (stub.payload_case() != CareEvent::PAYLOAD_NOT_SET) {
+    mismatch = "it still carries a payload (field " +
+               std::to_string(static_cast<int>(stub.payload_case())) + ")";
+  }
+  if (!mismatch.empty()) {
+    return Status::InvalidArgument("the stub for position " + std::to_string(position) +
+                                   " does not match the stored event: " + mismatch +
+                                   "; nothing changed");
+  }
+  std::string bytes;
+  if (!stub.SerializeToString(&bytes)) {
+    return Status::Internal("the stub for position " + std::to_string(position) +
+                            " could not be serialized; nothing changed");
+  }
+  // Only the event's value changes: the patient, urgent-lane and idempotency
+  // entries all name the position, which stays. Synced: a deliberate,
+  // irreversible operator action.
+  rocksdb::WriteBatch batch;
+  batch.Put(cfs_[kEvents], keys::EncodePosition(position), bytes);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  return SideWrite(wo, &batch, "replacing event " + std::to_string(position) + " by a stub");
 }
 
 StoreStats RocksDbStore::Stats() const {
