@@ -18,6 +18,7 @@
 #include <string>
 
 #include "broker/escalation_timer.h"
+#include "broker/tls.h"
 #include "broker/validation.h"
 #include "broker/workflow/state_machine.h"
 #include "store/status.h"
@@ -34,6 +35,23 @@ struct BrokerOptions {
   // gRPC listen address; port 0 picks a free port (see BrokerServer::port).
   // Default: 127.0.0.1:50051.
   std::string listen_address = "127.0.0.1:50051";
+  // TLS on the gRPC listener (mutual TLS with a client CA): callers'
+  // identities come from their certificates (broker/identity.h). Default:
+  // plaintext (the daemon allows it only on loopback; docs/security-tls.md).
+  TlsOptions tls;
+  // The information governance policy (docs/governance.md): principals,
+  // their scopes and minimisation profiles, retention. Reloaded by
+  // BrokerServer::ReloadPolicy (SIGHUP, icrctl policy reload). Default:
+  // empty, the development policy (every caller is 'local-developer'); a
+  // policy is required with client certificates.
+  std::string policy_file;
+  // Production profile: TLS with client certificates on every listener, the
+  // 999 test range of NHS numbers refused, no development principal.
+  // Default: false (development).
+  bool production = false;
+  // The RocksDB Env the store uses (store::StoreOptions::env), for tests
+  // that inject disk faults. Default: nullptr, the default Env.
+  rocksdb::Env* store_env = nullptr;
   // Default: sync (acknowledge after WAL fsync).
   store::Durability durability = store::Durability::kSync;
   // Open a data directory whose write-ahead log is damaged before its end,
@@ -88,6 +106,9 @@ class BrokerServer {
   // notifications); valid until Shutdown returns.
   virtual store::EventStore* store() = 0;
   virtual Hub* hub() = 0;
+  // Re-reads the policy file; a policy that does not load is refused with
+  // the reason and the old one stays in force.
+  virtual store::Status ReloadPolicy() = 0;
   // Blocks until Shutdown has finished.
   virtual void Wait() = 0;
   // Stops accepting, answers in-flight publishes, closes subscriber streams

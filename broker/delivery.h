@@ -171,6 +171,10 @@ class SubscriptionEngine {
     filter_.SetTeam(team, std::move(related));
   }
 
+  // The caller's access scope (see CompiledFilter::SetScope). Call before
+  // the first Next.
+  void SetScope(CompiledFilter::ScopeFn scope) { filter_.SetScope(std::move(scope)); }
+
   // Lets the engine follow the tail once caught up (EventSource::Follow):
   // `wake` is called, from the hub's thread, when events were queued to it;
   // the owner then calls Next again. Without a waker the engine reads the

@@ -30,6 +30,11 @@ CompiledFilter::CompiledFilter(const icr::v1::EventFilter& f) {
 }
 
 bool CompiledFilter::Match(const icr::v1::CareEvent& e) const {
+  // The scope last: it may read the store.
+  return MatchConditions(e) && (!scope_ || (*scope_)(e));
+}
+
+bool CompiledFilter::MatchConditions(const icr::v1::CareEvent& e) const {
   if (!event_types_.empty() && !event_types_.count(e.event_type())) return false;
   if (!care_settings_.empty() && !care_settings_.count(e.care_setting())) return false;
   if (!priorities_.empty() && !priorities_.count(e.priority())) return false;

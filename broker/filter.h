@@ -22,6 +22,8 @@ class CompiledFilter {
   explicit CompiledFilter(const icr::v1::EventFilter& filter);
 
   bool Match(const icr::v1::CareEvent& event) const;
+  // Match without the access scope.
+  bool MatchConditions(const icr::v1::CareEvent& event) const;
 
   // Whether the person an event is about has a care relationship with a
   // team (reads the care summary; called on the hub's thread).
@@ -32,6 +34,13 @@ class CompiledFilter {
   // routed to `team` (docs/workflow.md, "Routing"). `related` is used when
   // the filter asks for care_relationship.
   void SetTeam(const icr::v1::Team& team, RelationshipFn related);
+
+  // The caller's access scope (broker/access.h): from now on an event must
+  // also satisfy `scope`, whatever else matches (the policy's subscribe
+  // scope, and objections for purposes beyond direct care). It may read the
+  // store; it is called on the hub's thread and the stream's.
+  using ScopeFn = std::function<bool(const icr::v1::CareEvent& event)>;
+  void SetScope(ScopeFn scope) { scope_ = std::make_shared<const ScopeFn>(std::move(scope)); }
 
   // True if the event is routed to the team, whatever the other conditions.
   static bool RoutedToTeam(const icr::v1::CareEvent& event, const icr::v1::Team& team);
@@ -50,6 +59,7 @@ class CompiledFilter {
     RelationshipFn related;
   };
   std::shared_ptr<const TeamRoute> team_;
+  std::shared_ptr<const ScopeFn> scope_;
   bool care_relationship_ = false;
   std::unordered_set<int> event_types_;
   std::unordered_set<int> care_settings_;

@@ -63,6 +63,15 @@ void Hub::OnCommit(const std::vector<store::EventPtr>& committed) {
   cv_.notify_one();
 }
 
+void Hub::Refresh(uint64_t position) {
+  store::EventPtr fresh;
+  if (!store_->Get(position, &fresh).ok()) return;
+  std::lock_guard<std::mutex> lock(ring_mu_);
+  if (ring_.empty() || position < ring_.front()->position) return;
+  const size_t index = position - ring_.front()->position;  // positions are dense
+  if (index < ring_.size()) ring_[index] = std::move(fresh);
+}
+
 store::Status Hub::Read(uint64_t from, size_t max, std::vector<store::EventPtr>* out) {
   out->clear();
   {

@@ -91,6 +91,11 @@ class Hub : public EventSource {
   uint64_t RoutedThrough() const override { return routed_through_.load(std::memory_order_acquire); }
   uint64_t LastPosition() const override { return store_->LastPosition(); }
 
+  // Retention replaced the stored event at `position` with a metadata stub
+  // (store::EventStore::ReplaceWithStub): the ring's copy, if it holds one,
+  // is replaced by the store's, so readers never see the purged payload.
+  void Refresh(uint64_t position);
+
   // Routing counters, for GetStatus and benchmarks.
   size_t followers() const;
   uint64_t routing_candidates() const;

@@ -1,5 +1,6 @@
 #include "broker/ingest.h"
 
+#include "broker/access.h"
 #include "broker/hub.h"
 
 namespace icr::broker {
@@ -24,11 +25,25 @@ std::string Ingest::Validate(std::vector<icr::v1::CareEvent>* events, bool batch
 void Ingest::Publish(std::vector<icr::v1::CareEvent> events, bool batch,
                      store::AppendCallback done, uint64_t origin,
                      const PeerIdentity* caller) {
-  (void)caller;  // the policy check is wired in by the governance change
+  // Who is asking comes first: an unknown caller learns nothing, not even
+  // whether its events were valid.
+  Caller who;
+  if (caller != nullptr && access_ != nullptr) {
+    if (store::Status s = access_->Identify(*caller, &who); !s.ok()) {
+      done(s, {});
+      return;
+    }
+  }
   std::string problem = Validate(&events, batch);
   if (!problem.empty()) {
     done(store::Status::InvalidArgument(problem), {});
     return;
+  }
+  if (who.principal != nullptr) {
+    if (store::Status s = access_->CheckPublish(who, events, batch); !s.ok()) {
+      done(s, {});
+      return;
+    }
   }
   store_->AppendOrdered(std::move(events), origin, std::move(done));
 }

@@ -23,6 +23,8 @@
 
 namespace icr::broker {
 
+class AccessControl;
+
 class Ingest {
  public:
   // Most events in one request. Default: 10,000.
@@ -46,12 +48,16 @@ class Ingest {
   // (e.g. to map it back to an HL7 field). "" when valid.
   std::string Validate(std::vector<icr::v1::CareEvent>* events, bool batch) const;
 
+  // The policy check for callers (set once, before the first Publish).
+  void SetAccessControl(AccessControl* access) { access_ = access; }
+
   const ValidationOptions& options() const { return options_; }
   store::EventStore* store() const { return store_; }
 
  private:
   store::EventStore* store_;
   ValidationOptions options_;
+  AccessControl* access_ = nullptr;
 };
 
 }  // namespace icr::broker

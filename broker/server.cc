@@ -10,11 +10,14 @@
 #include <cstdio>
 #include <mutex>
 
+#include "broker/access.h"
 #include "broker/broker.h"
+#include "broker/governance_service.h"
 #include "broker/escalation_timer.h"
 #include "broker/hub.h"
 #include "broker/ingest.h"
 #include "broker/service.h"
+#include "broker/tls.h"
 #include "broker/workflow/state_machine.h"
 #include "broker/workflow_service.h"
 #include "icr/v1/state.pb.h"
@@ -24,15 +27,19 @@ namespace {
 
 class BrokerServerImpl final : public BrokerServer {
  public:
-  BrokerServerImpl(const BrokerOptions& options, std::unique_ptr<store::EventStore> store)
+  BrokerServerImpl(const BrokerOptions& options, std::unique_ptr<store::EventStore> store,
+                   std::shared_ptr<governance::PolicyHolder> policy, bool allow_development)
       : options_(options),
         store_(std::move(store)),
         hub_(store_.get()),
         ingest_(store_.get(), options_.validation),
-        workflow_service_(store_.get()),
+        access_(store_.get(), std::move(policy), allow_development),
+        workflow_service_(store_.get(), &access_),
+        governance_service_(store_.get(), &access_,
+                            [this](uint64_t position) { hub_.Refresh(position); }),
         escalations_(store_.get(), &ingest_, options_.escalation) {}
 
-  store::Status Init() {
+  store::Status Init(std::shared_ptr<grpc::ServerCredentials> credentials) {
     store_->SetCommitListener([this](const std::vector<store::EventPtr>& committed) {
       hub_.OnCommit(committed);
     });
@@ -41,6 +48,8 @@ class BrokerServerImpl final : public BrokerServer {
     config.store = store_.get();
     config.hub = &hub_;
     config.ingest = &ingest_;
+    config.access = &access_;
+    ingest_.SetAccessControl(&access_);
     config.data_dir = options_.data_dir;
     config.durability = options_.durability == store::Durability::kSync ? "sync" : "relaxed";
     config.started_at_micros = NowMicros();
@@ -50,9 +59,10 @@ class BrokerServerImpl final : public BrokerServer {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
-    builder.AddListeningPort(options_.listen_address, grpc::InsecureServerCredentials(), &port_);
+    builder.AddListeningPort(options_.listen_address, credentials, &port_);
     builder.RegisterService(service_.get());
     builder.RegisterService(&workflow_service_);
+    builder.RegisterService(&governance_service_);
     builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
     builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
                                options_.max_streams_per_connection);
@@ -79,6 +89,7 @@ class BrokerServerImpl final : public BrokerServer {
     }
     server_->GetHealthCheckService()->SetServingStatus("icr.v1.Broker", true);
     server_->GetHealthCheckService()->SetServingStatus("icr.v1.Workflow", true);
+    server_->GetHealthCheckService()->SetServingStatus("icr.v1.Governance", true);
     escalations_.Start();
     return {};
   }
@@ -87,6 +98,7 @@ class BrokerServerImpl final : public BrokerServer {
   Ingest* ingest() override { return &ingest_; }
   store::EventStore* store() override { return store_.get(); }
   Hub* hub() override { return &hub_; }
+  store::Status ReloadPolicy() override { return access_.policy()->Reload(); }
   EscalationTimer* escalation_timer() { return &escalations_; }
 
   void Wait() override {
@@ -137,8 +149,10 @@ class BrokerServerImpl final : public BrokerServer {
   std::unique_ptr<store::EventStore> store_;
   Hub hub_;
   Ingest ingest_;
+  AccessControl access_;
   std::unique_ptr<BrokerService> service_;
   WorkflowService workflow_service_;
+  GovernanceService governance_service_;
   EscalationTimer escalations_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
@@ -200,8 +214,32 @@ store::Status PullBackCursorsPastTheEnd(store::EventStore* store) {
 
 store::Status BrokerServer::Start(const BrokerOptions& options,
                                   std::unique_ptr<BrokerServer>* out) {
+  // TLS files are checked before the store is opened: a bad file is a
+  // start-up error naming it.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  store::Status s = BuildServerCredentials(options.tls, &credentials);
+  if (!s.ok()) return s;
+  // The policy too: a policy that does not load is a start-up error naming
+  // the file, line and key. Client certificates need a policy to map them
+  // to principals.
+  std::shared_ptr<const governance::Policy> policy;
+  if (!options.policy_file.empty()) {
+    s = governance::Policy::Load(options.policy_file, &policy);
+    if (!s.ok()) return s;
+  } else if (!options.tls.client_ca_file.empty()) {
+    return store::Status::InvalidArgument(
+        "client certificates (--tls-client-ca) identify principals of a policy: give --policy "
+        "FILE (docs/governance.md has a sample)");
+  } else {
+    policy = governance::Policy::Development();
+  }
+  auto holder = std::make_shared<governance::PolicyHolder>(policy, options.policy_file);
+  // Callers without a certificate act as the development principal only in
+  // the development profile without client certificates.
+  const bool allow_development = !options.production && options.tls.client_ca_file.empty();
   store::StoreOptions store_options;
   store_options.data_dir = options.data_dir;
+  if (options.store_env != nullptr) store_options.env = options.store_env;
   store_options.durability = options.durability;
   store_options.accept_wal_damage = options.accept_wal_damage;
   store_options.bulk_share = options.bulk_share;
@@ -215,15 +253,16 @@ store::Status BrokerServer::Start(const BrokerOptions& options,
   };
   store_options.state_machine = workflow::NewWorkflowStateMachine(workflow_options);
   std::unique_ptr<store::EventStore> store;
-  store::Status s = store::OpenRocksDbStore(store_options, &store);
+  s = store::OpenRocksDbStore(store_options, &store);
   if (!s.ok()) return s;
   s = PullBackCursorsPastTheEnd(store.get());
   if (!s.ok()) return s;
-  auto server = std::make_unique<BrokerServerImpl>(options, std::move(store));
+  auto server = std::make_unique<BrokerServerImpl>(options, std::move(store), std::move(holder),
+                                                   allow_development);
   // The timer outlives every call: Shutdown closes the store (the writer
   // thread, the only caller) before the server and its timer are destroyed.
   timer->store(server->escalation_timer(), std::memory_order_release);
-  s = server->Init();
+  s = server->Init(std::move(credentials));
   if (!s.ok()) return s;
   *out = std::move(server);
   return {};

@@ -14,7 +14,10 @@
 #include <mutex>
 #include <optional>
 
+#include "broker/access.h"
 #include "broker/delivery.h"
+#include "broker/governance/minimise.h"
+#include "broker/governance/scope.h"
 #include "broker/grpc_status.h"
 #include "broker/ingest.h"
 #include "broker/nhs_number.h"
@@ -26,6 +29,15 @@ namespace icr::broker {
 namespace {
 
 using icr::v1::CareEvent;
+
+// The identity a gRPC call arrived with (its client certificate, if any).
+PeerIdentity CallerIdentity(const grpc::ServerContextBase& ctx) {
+  PeerIdentity identity;
+  if (auto auth = ctx.auth_context()) identity = IdentityFromAuthContext(*auth, ctx.peer());
+  identity.peer = ctx.peer();
+  identity.channel = "grpc";
+  return identity;
+}
 
 constexpr size_t kMaxStreamPendingEvents = 20000;
 // A Subscribe batch stops at about this many event bytes (a client's default
@@ -200,8 +212,25 @@ store::Status ReadPeople(store::EventStore* store, const std::vector<std::string
 class PublishStreamReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  explicit PublishStreamReactor(const ServiceConfig& config)
-      : config_(config), state_(std::make_shared<State>()), origin_(NextOrigin()) {
+  PublishStreamReactor(const ServiceConfig& config, grpc::CallbackServerContext* ctx)
+      : config_(config),
+        state_(std::make_shared<State>()),
+        origin_(NextOrigin()),
+        identity_(CallerIdentity(*ctx)) {
+    // Who the stream is from is settled once, and counts against the
+    // principal's connections while the stream is open.
+    if (config_.access != nullptr) {
+      store::Status s = config_.access->Identify(identity_, &caller_);
+      if (s.ok()) {
+        s = config_.access->EnterConnection(caller_);
+        entered_ = s.ok();
+      }
+      if (!s.ok()) {
+        state_->finished = true;
+        Finish(ToGrpc(s));
+        return;
+      }
+    }
     state_->reactor = this;
     state_->reading = true;
     StartRead(&raw_request_);
@@ -261,7 +290,7 @@ class PublishStreamReactor final
           if (st.reactor != nullptr) st.reactor->MaybeReadLocked(st);
           if (st.reactor != nullptr) st.reactor->MaybeFinishLocked(st);
         },
-        origin_);
+        origin_, &identity_);
     if (st.reactor == nullptr) return;
     PumpLocked(st);
     MaybeReadLocked(st);
@@ -299,6 +328,7 @@ class PublishStreamReactor final
       std::lock_guard<std::recursive_mutex> lock(state_->mu);
       state_->reactor = nullptr;
     }
+    if (entered_) config_.access->LeaveConnection(caller_);
     delete this;
   }
 
@@ -381,6 +411,9 @@ class PublishStreamReactor final
   const ServiceConfig& config_;
   std::shared_ptr<State> state_;
   const uint64_t origin_;         // this stream's calls keep their order (store::AppendOrdered)
+  const PeerIdentity identity_;   // who the stream is from
+  Caller caller_;
+  bool entered_ = false;          // counted in the principal's connections
   grpc::ByteBuffer raw_request_;  // the read in progress
   icr::v1::PublishStreamRequest request_;  // raw_request_, parsed
 };
@@ -476,6 +509,83 @@ grpc::ByteBuffer MessageBuffer(const google::protobuf::Message& message) {
   return grpc::ByteBuffer(&slice, 1);
 }
 
+// Who a subscription's events are disclosed to, and why. Every delivery is
+// minimised to the principal's profile and audited before it is written.
+struct Disclosure {
+  AccessControl* access = nullptr;  // null: no policy (a service without one)
+  Caller caller;                    // as identified when the stream connected
+  icr::v1::Purpose purpose = icr::v1::DIRECT_CARE;
+  std::string legal_basis;
+  std::string subscription;         // the durable name; "" for an ephemeral one
+
+  const std::string& principal_id() const { return caller.principal->id; }
+};
+
+std::string Upper(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// The development profile's principal (plaintext on loopback) acts for anyone.
+bool IsDevelopmentPrincipal(const Caller& caller) { return !caller.identity.authenticated; }
+
+// The access scope of a subscription: what the principal may receive under
+// the policy in force when each event is matched (a reloaded policy applies
+// at once), and, for a purpose beyond direct care, nobody who objected to
+// sharing or opted out.
+CompiledFilter::ScopeFn ScopeFor(AccessControl* access, const Disclosure& d) {
+  return [access, id = d.principal_id(), purpose = d.purpose](const CareEvent& event) {
+    std::shared_ptr<const governance::Policy> keep;
+    const governance::Principal* principal = access->Current(id, &keep);
+    if (principal == nullptr) return false;
+    auto related = [access](const std::string& nhs, const std::string& organisation) {
+      return HasCareRelationshipWithOrganisation(access->store(), nhs, organisation);
+    };
+    if (!governance::InSubscribeScope(*principal, event, related)) return false;
+    return access->MayDiscloseFor(purpose, event.nhs_number());
+  };
+}
+
+// `event` as the principal may see it: the stored event itself when its
+// profile removes nothing, else a minimised copy serialised for it alone.
+store::EventPtr MinimisedFor(const governance::Principal* principal, const store::EventPtr& event) {
+  if (principal == nullptr || principal->profile == nullptr || principal->profile->full()) {
+    return event;
+  }
+  auto copy = std::make_shared<store::StoredEvent>();
+  copy->position = event->position;
+  copy->event = event->event;
+  governance::MinimiseEvent(*principal->profile, &copy->event);
+  copy->encoded = copy->event.SerializeAsString();
+  return copy;
+}
+
+// Audit records for `events` disclosed to `who` by `action`: one record per
+// person, naming each event. Written before anything is sent.
+store::Status AuditDisclosure(AccessControl* access, const Caller& who,
+                              icr::v1::AuditAction action, icr::v1::Purpose purpose,
+                              const std::string& legal_basis, const std::string& detail,
+                              const std::vector<const CareEvent*>& events) {
+  if (access == nullptr || events.empty()) return {};
+  std::vector<icr::v1::AuditRecord> records;
+  std::map<std::string, size_t> by_person;
+  for (const CareEvent* e : events) {
+    auto [it, added] = by_person.emplace(e->nhs_number(), records.size());
+    if (added) {
+      records.push_back(access->Record(who, action));
+      auto& r = records.back();
+      r.set_nhs_number(e->nhs_number());
+      r.set_purpose(purpose);
+      r.set_legal_basis(legal_basis);
+      r.set_detail(detail);
+    }
+    auto& r = records[it->second];
+    r.add_event_ids(e->event_id());
+    r.add_positions(e->position());
+  }
+  return access->Audit(std::move(records));
+}
+
 // The state of one subscription's streams, shared between their reactors and
 // the hub: one stream, or the members of a consumer group sharing one engine.
 // A reactor may go away (OnDone) while the hub still holds the session, so
@@ -485,15 +595,20 @@ class SubscribeSession final : public Session,
  public:
   SubscribeSession(const ServiceConfig& config, std::unique_ptr<SubscriptionEngine> engine,
                    uint32_t heartbeat_ms, bool summary_changes, bool group,
-                   std::string filter_bytes)
+                   std::string filter_bytes, Disclosure disclosure)
       : config_(config),
         engine_(std::move(engine)),
         heartbeat_ms_(heartbeat_ms),
         summary_changes_(summary_changes),
         group_(group),
-        filter_bytes_(std::move(filter_bytes)) {}
+        filter_bytes_(std::move(filter_bytes)),
+        disclosure_(std::move(disclosure)) {}
 
   bool group() const { return group_; }
+  // The principal the session discloses to ("" without a policy).
+  std::string principal() const {
+    return disclosure_.access ? disclosure_.principal_id() : std::string();
+  }
   // False once every stream has ended (cancelled, cut off, failed), even if
   // their reactors have not finished closing yet.
   bool Live() {
@@ -722,7 +837,20 @@ class SubscribeSession final : public Session,
       return false;
     }
     if (!next) return true;
+    // The policy in force now decides what the principal sees of the events.
+    std::shared_ptr<const governance::Policy> keep;
+    const governance::Principal* principal = nullptr;
+    if (disclosure_.access != nullptr) {
+      principal = disclosure_.access->Current(disclosure_.principal_id(), &keep);
+      if (principal == nullptr) {
+        FailAllLocked(store::Status::PermissionDenied(
+            "principal '" + disclosure_.principal_id() +
+            "' is no longer in the policy in force; nothing more is delivered"));
+        return false;
+      }
+    }
     const CareEvent& event = next->event->event;
+    std::vector<const CareEvent*> disclosed;
     if (m->max_batch > 1) {
       // Whatever else is ready goes in the same message.
       std::vector<Delivery> batch{std::move(*next)};
@@ -743,6 +871,9 @@ class SubscribeSession final : public Session,
         bytes += n;
         batch.push_back(std::move(*more));
       }
+      for (const Delivery& d : batch) disclosed.push_back(&d.event->event);
+      if (!AuditLocked(disclosed, false)) return false;
+      for (Delivery& d : batch) d.event = MinimisedFor(principal, d.event);
       m->buffer = BatchResponse(batch);
     } else if (summary_changes_) {
       icr::v1::SubscribeResponse response;
@@ -755,13 +886,36 @@ class SubscribeSession final : public Session,
         FailAllLocked(s);
         return false;
       }
+      if (principal != nullptr && principal->profile != nullptr) {
+        governance::MinimiseSummary(*principal->profile, changed->mutable_summary());
+      }
+      disclosed.push_back(&event);
+      if (!AuditLocked(disclosed, true)) return false;
       response.set_delivery_attempt(next->attempt);
       m->buffer = MessageBuffer(response);
     } else {
-      m->buffer = EventResponse(next->event, next->attempt);
+      disclosed.push_back(&event);
+      if (!AuditLocked(disclosed, false)) return false;
+      m->buffer = EventResponse(MinimisedFor(principal, next->event), next->attempt);
     }
     StartWriteLocked(m, now);
     return true;
+  }
+
+  // Audits the disclosure of `events`; false (every stream ended, nothing
+  // sent) if the audit trail cannot be written. What was taken from the
+  // engine stays in flight, so a durable subscription gets it again.
+  bool AuditLocked(const std::vector<const CareEvent*>& events, bool summary) {
+    store::Status s = AuditDisclosure(
+        disclosure_.access, disclosure_.caller, icr::v1::DELIVERED, disclosure_.purpose,
+        disclosure_.legal_basis,
+        (disclosure_.subscription.empty() ? std::string("ephemeral subscription")
+                                          : "subscription " + disclosure_.subscription) +
+            (summary ? " (summary_changes)" : ""),
+        events);
+    if (s.ok()) return true;
+    FailAllLocked(s);
+    return false;
   }
 
   // A store error ends every stream of the session.
@@ -799,6 +953,7 @@ class SubscribeSession final : public Session,
   const bool summary_changes_;
   const bool group_;
   const std::string filter_bytes_;
+  const Disclosure disclosure_;
   std::map<uint64_t, Member> members_;
   uint64_t next_member_ = 1;
   int busy_ = 0;         // loops over members_ running
@@ -831,6 +986,13 @@ class SubscribeReactor final : public SubscribeWriter {
 
   void FailNow(const grpc::Status& status) { Finish(status); }
 
+  // Counts the stream against its principal's connections until it ends.
+  store::Status EnterConnection(const Caller& caller) {
+    store::Status s = config_.access->EnterConnection(caller);
+    if (s.ok()) entered_ = caller;
+    return s;
+  }
+
   void OnWriteDone(bool ok) override {
     if (session_) session_->OnWriteDone(member_, ok);
   }
@@ -842,6 +1004,7 @@ class SubscribeReactor final : public SubscribeWriter {
       config_.hub->Remove(session_.get());
       if (!durable_name_.empty()) config_.hub->ReleaseDurable(durable_name_, session_.get());
     }
+    if (entered_) config_.access->LeaveConnection(*entered_);
     delete this;
   }
 
@@ -851,9 +1014,44 @@ class SubscribeReactor final : public SubscribeWriter {
   const std::string durable_name_;
   std::shared_ptr<SubscribeSession> session_;
   uint64_t member_ = 0;
+  std::optional<Caller> entered_;  // set while counted in its principal's connections
 };
 
 uint32_t OrDefault(uint32_t value, uint32_t def) { return value == 0 ? def : value; }
+
+// Identifies a unary call's caller; false when refused (answered already).
+bool IdentifyOrFinish(const ServiceConfig& config, grpc::CallbackServerContext* ctx,
+                      grpc::ServerUnaryReactor* reactor, Caller* caller) {
+  if (config.access == nullptr) return true;
+  store::Status s = config.access->Identify(*ctx, caller);
+  if (s.ok()) return true;
+  reactor->Finish(ToGrpc(s));
+  return false;
+}
+
+// OK if the caller may act on durable subscription `name`, owned by `owner`
+// ("" when it predates ownership): the owner, or an operator (the
+// "subscriptions" query). Denials are audited.
+store::Status CheckOwner(AccessControl* access, const Caller& caller, const std::string& name,
+                         const std::string& owner) {
+  if (access == nullptr || owner.empty() || owner == caller.principal->id ||
+      caller.principal->HasQuery("subscriptions")) {
+    return {};
+  }
+  return access->Deny(caller, "",
+                      store::Status::PermissionDenied("subscription '" + name +
+                                                      "' belongs to principal '" + owner + "'"));
+}
+
+// The owner recorded in a durable subscription's stored state.
+std::string StoredOwner(store::EventStore* store, const std::string& name) {
+  std::string bytes;
+  icr::v1::internal::SubscriptionState state;
+  if (store->GetSubscription(name, &bytes).ok() && state.ParseFromString(bytes)) {
+    return state.owner();
+  }
+  return {};
+}
 
 // Records under this prefix are FHIR rest-hook definitions
 // (adapters/fhir/resthook.h), kept beside the subscriptions they drive.
@@ -918,6 +1116,7 @@ grpc::ServerUnaryReactor* BrokerService::Publish(grpc::CallbackServerContext* ct
   }
   std::vector<CareEvent> events(1);
   events[0].Swap(request.mutable_event());  // the request is ours: no copy
+  const PeerIdentity caller = CallerIdentity(*ctx);
   config_.ingest->Publish(std::move(events), /*batch=*/false,
                           [reactor, raw_response](const store::Status& s,
                                                   std::vector<store::AppendResult> results) {
@@ -928,7 +1127,8 @@ grpc::ServerUnaryReactor* BrokerService::Publish(grpc::CallbackServerContext* ct
                             icr::v1::PublishResponse response;
                             FillResult(results[0], &response);
                             reactor->Finish(SerializeResponse(response, raw_response));
-                          });
+                          },
+                          /*origin=*/0, &caller);
   return reactor;
 }
 
@@ -945,6 +1145,7 @@ grpc::ServerUnaryReactor* BrokerService::PublishBatch(grpc::CallbackServerContex
   ReleaseRequest(raw_request);
   std::vector<CareEvent> events(request.events_size());
   for (int i = 0; i < request.events_size(); ++i) events[i].Swap(request.mutable_events(i));
+  const PeerIdentity caller = CallerIdentity(*ctx);
   config_.ingest->Publish(std::move(events), /*batch=*/true,
                           [reactor, raw_response](const store::Status& s,
                                                   std::vector<store::AppendResult> results) {
@@ -960,13 +1161,14 @@ grpc::ServerUnaryReactor* BrokerService::PublishBatch(grpc::CallbackServerContex
                             icr::v1::PublishBatchResponse response;
                             for (const auto& r : results) FillResult(r, response.add_results());
                             reactor->Finish(SerializeResponse(response, raw_response));
-                          });
+                          },
+                          /*origin=*/0, &caller);
   return reactor;
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* BrokerService::PublishStream(
     grpc::CallbackServerContext* ctx) {
-  return new PublishStreamReactor(config_);
+  return new PublishStreamReactor(config_, ctx);
 }
 
 // ---------------------------------------------------------------------------
@@ -1006,6 +1208,32 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
                         "sent on its own (leave max_batch unset)"));
   }
   const uint32_t heartbeat_ms = request->heartbeat_ms() == 0 ? 15000 : request->heartbeat_ms();
+  // Who subscribes, for what purpose: the policy's scope is applied on top
+  // of the filter, and every delivery is minimised and audited.
+  Disclosure disclosure;
+  disclosure.access = config_.access;
+  disclosure.subscription = name;
+  disclosure.purpose = request->purpose();
+  disclosure.legal_basis = request->legal_basis();
+  if (AccessControl* access = config_.access) {
+    Caller& caller = disclosure.caller;
+    if (auto s = access->Identify(*ctx, &caller); !s.ok()) return fail(ToGrpc(s));
+    if (auto s = access->CheckPurpose(caller, &disclosure.purpose, &disclosure.legal_basis);
+        !s.ok()) {
+      return fail(ToGrpc(s));
+    }
+    if (request->filter().has_team() &&
+        !IsDevelopmentPrincipal(caller) &&
+        Upper(request->filter().team().organisation()) != caller.principal->organisation) {
+      return fail(ToGrpc(access->Deny(
+          caller, "",
+          store::Status::PermissionDenied(
+              "filter.team: principal '" + caller.principal->id + "' of organisation '" +
+              caller.principal->organisation + "' may not act for a team of organisation '" +
+              Upper(request->filter().team().organisation()) + "'"))));
+    }
+    if (auto s = reactor->EnterConnection(caller); !s.ok()) return fail(ToGrpc(s));
+  }
   // Team routing: the team must be registered; its role and Place decide
   // what reaches it.
   std::optional<icr::v1::Team> team;
@@ -1018,6 +1246,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   store::EventStore* store = config_.store;
   auto route = [&](SubscriptionEngine* e) {
     if (request->position_order()) e->DisableLanes();
+    if (config_.access != nullptr) e->SetScope(ScopeFor(config_.access, disclosure));
     if (!team) return;
     e->SetTeam(*team, [store](const CareEvent& event, const icr::v1::TeamRef& ref) {
       return HasCareRelationship(store, event.nhs_number(), ref);
@@ -1033,8 +1262,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     engine = std::make_unique<SubscriptionEngine>(config_.hub, CompiledFilter(request->filter()),
                                                   first);
     route(engine.get());
-    auto session = std::make_shared<SubscribeSession>(
-        config_, std::move(engine), heartbeat_ms, request->summary_changes(), false, "");
+    auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms,
+                                                      request->summary_changes(), false, "",
+                                                      std::move(disclosure));
     reactor->Begin(session, /*added=*/true, max_batch);
     return reactor;
   }
@@ -1065,6 +1295,12 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
       return fail({grpc::StatusCode::UNAVAILABLE,
                    "subscription '" + name +
                        "' is being connected or changed by another call; retry in a moment"});
+    }
+    if (held && config_.access != nullptr && held->principal() != disclosure.principal_id()) {
+      return fail(ToGrpc(config_.access->Deny(
+          disclosure.caller, "",
+          store::Status::PermissionDenied("subscription '" + name + "' belongs to principal '" +
+                                          held->principal() + "'"))));
     }
     if (request->group() && held && held->group()) {
       if (held->filter_bytes() != filter_bytes) {
@@ -1114,6 +1350,22 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     release();
     return fail(ToGrpc(got));
   }
+  if (config_.access != nullptr) {
+    // A durable subscription is its creator's: another principal may not
+    // take over its cursor (an operator may, to repair it).
+    const Caller& caller = disclosure.caller;
+    if (!state.owner().empty() && state.owner() != caller.principal->id &&
+        !caller.principal->HasQuery("subscriptions")) {
+      release();
+      return fail(ToGrpc(config_.access->Deny(
+          caller, "",
+          store::Status::PermissionDenied("subscription '" + name + "' belongs to principal '" +
+                                          state.owner() + "'; choose another name"))));
+    }
+    if (state.owner().empty()) state.set_owner(caller.principal->id);
+  }
+  state.set_purpose(disclosure.purpose);
+  state.set_legal_basis(disclosure.legal_basis);
   *state.mutable_filter() = request->filter();
   // Settings the request leaves unset keep their stored (or default) values.
   state.set_ack_timeout_ms(OrDefault(request->ack_timeout_ms(),
@@ -1130,7 +1382,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   route(engine.get());
   auto session = std::make_shared<SubscribeSession>(config_, std::move(engine), heartbeat_ms,
                                                     request->summary_changes(), request->group(),
-                                                    filter_bytes);
+                                                    filter_bytes, std::move(disclosure));
   config_.hub->HandOverDurable(name, placeholder.get(), session);
   reactor->Begin(session, /*added=*/true, max_batch);
   return reactor;
@@ -1140,11 +1392,20 @@ grpc::ServerUnaryReactor* BrokerService::Ack(grpc::CallbackServerContext* ctx,
                                              const icr::v1::AckRequest* request,
                                              icr::v1::AckResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!IdentifyOrFinish(config_, ctx, reactor, &caller)) return reactor;
   if (auto p = ValidateSubscriptionName(request->subscription()); !p.empty()) {
     reactor->Finish(Invalid(p));
     return reactor;
   }
   auto session = config_.hub->FindDurable(request->subscription());
+  if (auto held = std::dynamic_pointer_cast<SubscribeSession>(session)) {
+    if (auto s = CheckOwner(config_.access, caller, request->subscription(), held->principal());
+        !s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+  }
   if (!session) {
     std::string bytes;
     store::Status s = config_.store->GetSubscription(request->subscription(), &bytes);
@@ -1173,6 +1434,8 @@ grpc::ServerUnaryReactor* BrokerService::ListParked(grpc::CallbackServerContext*
                                                     const icr::v1::ListParkedRequest* request,
                                                     icr::v1::ListParkedResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!IdentifyOrFinish(config_, ctx, reactor, &caller)) return reactor;
   if (auto p = ValidateSubscriptionName(request->subscription()); !p.empty()) {
     reactor->Finish(Invalid(p));
     return reactor;
@@ -1192,6 +1455,13 @@ grpc::ServerUnaryReactor* BrokerService::ListParked(grpc::CallbackServerContext*
                         : ToGrpc(s));
     return reactor;
   }
+  icr::v1::internal::SubscriptionState owner_state;
+  owner_state.ParseFromString(bytes);
+  if (auto d = CheckOwner(config_.access, caller, request->subscription(), owner_state.owner());
+      !d.ok()) {
+    reactor->Finish(ToGrpc(d));
+    return reactor;
+  }
   size_t limit = request->limit() == 0 ? 100 : request->limit();
   std::vector<std::pair<uint64_t, std::string>> parked;
   s = config_.store->ListParked(request->subscription(), limit, &parked);
@@ -1206,6 +1476,19 @@ grpc::ServerUnaryReactor* BrokerService::ListParked(grpc::CallbackServerContext*
     out->set_attempts(record.attempts());
     *out->mutable_parked_at() = record.parked_at();
   }
+  if (s.ok() && config_.access != nullptr) {
+    // Parked events are disclosed like deliveries: audited first, then
+    // minimised to the caller's profile.
+    std::vector<const CareEvent*> shown;
+    for (const auto& p : response->parked()) shown.push_back(&p.event());
+    s = AuditDisclosure(config_.access, caller, icr::v1::DELIVERED, owner_state.purpose(),
+                        owner_state.legal_basis(),
+                        "parked events of subscription " + request->subscription(), shown);
+    if (!s.ok()) response->Clear();
+    for (auto& p : *response->mutable_parked()) {
+      if (caller.principal->profile) governance::MinimiseEvent(*caller.principal->profile, p.mutable_event());
+    }
+  }
   reactor->Finish(ToGrpc(s));
   return reactor;
 }
@@ -1214,9 +1497,16 @@ grpc::ServerUnaryReactor* BrokerService::ReplayParked(grpc::CallbackServerContex
                                                       const icr::v1::ReplayParkedRequest* request,
                                                       icr::v1::ReplayParkedResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!IdentifyOrFinish(config_, ctx, reactor, &caller)) return reactor;
   const std::string& name = request->subscription();
   if (auto p = ValidateSubscriptionName(name); !p.empty()) {
     reactor->Finish(Invalid(p));
+    return reactor;
+  }
+  if (auto s = CheckOwner(config_.access, caller, name, StoredOwner(config_.store, name));
+      !s.ok()) {
+    reactor->Finish(ToGrpc(s));
     return reactor;
   }
   std::vector<uint64_t> positions(request->positions().begin(), request->positions().end());
@@ -1273,9 +1563,16 @@ grpc::ServerUnaryReactor* BrokerService::DeleteSubscription(
     grpc::CallbackServerContext* ctx, const icr::v1::DeleteSubscriptionRequest* request,
     icr::v1::DeleteSubscriptionResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!IdentifyOrFinish(config_, ctx, reactor, &caller)) return reactor;
   const std::string& name = request->subscription();
   if (auto p = ValidateSubscriptionName(name); !p.empty()) {
     reactor->Finish(Invalid(p));
+    return reactor;
+  }
+  if (auto s = CheckOwner(config_.access, caller, name, StoredOwner(config_.store, name));
+      !s.ok()) {
+    reactor->Finish(ToGrpc(s));
     return reactor;
   }
   // Hold the name while deleting, so a stream cannot connect halfway.
@@ -1301,6 +1598,12 @@ grpc::ServerUnaryReactor* BrokerService::ListSubscriptions(
     grpc::CallbackServerContext* ctx, const icr::v1::ListSubscriptionsRequest* request,
     icr::v1::ListSubscriptionsResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!IdentifyOrFinish(config_, ctx, reactor, &caller)) return reactor;
+  // Operators (the "subscriptions" query) see every subscription; others
+  // their own.
+  const bool all_of_them =
+      config_.access == nullptr || caller.principal->HasQuery("subscriptions");
   std::vector<std::pair<std::string, std::string>> all;
   store::Status s = config_.store->ListSubscriptions(&all);
   const uint64_t last = config_.store->LastPosition();
@@ -1308,6 +1611,7 @@ grpc::ServerUnaryReactor* BrokerService::ListSubscriptions(
     if (IsReservedName(all[i].first)) continue;
     icr::v1::internal::SubscriptionState state;
     if (!state.ParseFromString(all[i].second)) continue;
+    if (!all_of_them && state.owner() != caller.principal->id) continue;
     auto* info = response->add_subscriptions();
     info->set_name(state.name());
     *info->mutable_filter() = state.filter();
@@ -1336,10 +1640,29 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
     grpc::CallbackServerContext* ctx, const icr::v1::GetPatientHistoryRequest* request,
     icr::v1::GetPatientHistoryResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!IdentifyOrFinish(config_, ctx, reactor, &caller)) return reactor;
   std::string nhs = NormaliseNhsNumber(request->nhs_number());
   if (auto p = NhsNumberProblem(nhs); !p.empty()) {
     reactor->Finish(Invalid("nhs_number: " + p));
     return reactor;
+  }
+  icr::v1::Purpose purpose = request->purpose();
+  std::string legal_basis;
+  if (AccessControl* access = config_.access) {
+    store::Status s = access->RequireQuery(caller, "patient_history", nhs);
+    if (s.ok()) s = access->CheckPurpose(caller, &purpose, &legal_basis, nhs);
+    if (s.ok() && !access->MayDiscloseFor(purpose, nhs)) {
+      s = access->Deny(caller, nhs,
+                       store::Status::PermissionDenied(
+                           "the person objected to sharing beyond their direct care, or has a "
+                           "national data opt-out: their history is not disclosed for " +
+                           icr::v1::Purpose_Name(purpose)));
+    }
+    if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
   }
   if (request->page_size() > 1000) {
     reactor->Finish(Invalid("page_size: " + std::to_string(request->page_size()) +
@@ -1405,8 +1728,13 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
       after = e->position;
       const CareEvent& ev = e->event;
       const int64_t occurred = ToMicros(ev.occurred_at());
-      if ((types.empty() || types.count(ev.event_type())) && (!has_from || occurred >= from) &&
-          (!has_to || occurred < to)) {
+      // Only the event types the principal may receive are in its view of
+      // the history.
+      const bool in_scope = caller.principal == nullptr ||
+                            caller.principal->subscribe.all_types ||
+                            caller.principal->subscribe.event_types.count(ev.event_type()) != 0;
+      if (in_scope && (types.empty() || types.count(ev.event_type())) &&
+          (!has_from || occurred >= from) && (!has_to || occurred < to)) {
         if (static_cast<size_t>(response->events_size()) == page_size) {
           more_matches = true;
           break;
@@ -1417,6 +1745,34 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
     }
   }
   if (more_matches) response->set_next_page_token(std::to_string(last_returned));
+  if (config_.access != nullptr) {
+    // Audited before it is answered; minimised to the caller's profile.
+    std::vector<const CareEvent*> shown;
+    for (const CareEvent& e : response->events()) shown.push_back(&e);
+    store::Status s;
+    if (shown.empty()) {
+      // A read that found nothing still looked the person up.
+      icr::v1::AuditRecord r = config_.access->Record(caller, icr::v1::HISTORY_READ);
+      r.set_nhs_number(nhs);
+      r.set_purpose(purpose);
+      r.set_legal_basis(legal_basis);
+      r.set_detail("GetPatientHistory (no events)");
+      s = config_.access->Audit({std::move(r)});
+    } else {
+      s = AuditDisclosure(config_.access, caller, icr::v1::HISTORY_READ, purpose, legal_basis,
+                          "GetPatientHistory", shown);
+    }
+    if (!s.ok()) {
+      response->Clear();
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+    if (caller.principal->profile && !caller.principal->profile->full()) {
+      for (CareEvent& e : *response->mutable_events()) {
+        governance::MinimiseEvent(*caller.principal->profile, &e);
+      }
+    }
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -1425,6 +1781,8 @@ grpc::ServerUnaryReactor* BrokerService::GetStatus(grpc::CallbackServerContext* 
                                                    const icr::v1::GetStatusRequest* request,
                                                    icr::v1::GetStatusResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!IdentifyOrFinish(config_, ctx, reactor, &caller)) return reactor;
   response->set_version(ICR_VERSION);
   response->set_last_position(config_.store->LastPosition());
   response->set_events_stored(config_.store->LastPosition());

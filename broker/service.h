@@ -18,11 +18,15 @@
 namespace icr::broker {
 
 class Ingest;
+class AccessControl;
 
 struct ServiceConfig {
   store::EventStore* store = nullptr;
   Hub* hub = nullptr;
   Ingest* ingest = nullptr;
+  // Who callers are and what they may see (docs/governance.md); every call
+  // goes through it.
+  AccessControl* access = nullptr;
   std::string data_dir;
   std::string durability;
   int64_t started_at_micros = 0;

@@ -150,11 +150,13 @@ store::Status ListAllTeams(store::EventStore* store, std::vector<icr::v1::Team>*
   return s;
 }
 
-bool HasCareRelationship(store::EventStore* store, const std::string& nhs,
-                         const icr::v1::TeamRef& team) {
+namespace {
+
+// `team_code` empty: any team of the organisation.
+bool RelatedTo(store::EventStore* store, const std::string& nhs, const std::string& org,
+               const std::string& team_code) {
   icr::v1::CareSummary summary;
   if (!ReadCareSummary(store, nhs, &summary).ok()) return false;
-  const std::string& org = team.organisation();
   if (!summary.registered_gp_practice().empty() && summary.registered_gp_practice() == org) {
     return true;
   }
@@ -167,13 +169,27 @@ bool HasCareRelationship(store::EventStore* store, const std::string& nhs,
   }
   if (summary.has_open_referral()) {
     auto same = [&](const icr::v1::TeamRef& r) {
-      return r.organisation() == org && r.team_code() == team.team_code();
+      return r.organisation() == org && (team_code.empty() || r.team_code() == team_code);
     };
     if (same(summary.open_referral().addressee()) || same(summary.open_referral().referrer())) {
       return true;
     }
   }
   return false;
+}
+
+}  // namespace
+
+bool HasCareRelationship(store::EventStore* store, const std::string& nhs,
+                         const icr::v1::TeamRef& team) {
+  if (team.team_code().empty()) return false;  // a team is named by both parts
+  return RelatedTo(store, nhs, team.organisation(), team.team_code());
+}
+
+bool HasCareRelationshipWithOrganisation(store::EventStore* store, const std::string& nhs,
+                                         const std::string& organisation) {
+  if (organisation.empty()) return false;
+  return RelatedTo(store, nhs, organisation, "");
 }
 
 std::string TeamName(const icr::v1::TeamRef& ref) {

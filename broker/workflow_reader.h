@@ -53,6 +53,11 @@ store::Status ListAllTeams(store::EventStore* store, std::vector<icr::v1::Team>*
 bool HasCareRelationship(store::EventStore* store, const std::string& nhs,
                          const icr::v1::TeamRef& team);
 
+// The same at the level of an organisation (any of its teams): the policy's
+// care_relationship scope (broker/governance/scope.h).
+bool HasCareRelationshipWithOrganisation(store::EventStore* store, const std::string& nhs,
+                                         const std::string& organisation);
+
 // "ORG/TEAM", for messages.
 std::string TeamName(const icr::v1::TeamRef& ref);
 

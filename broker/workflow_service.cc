@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "broker/access.h"
+#include "broker/governance/minimise.h"
 #include "broker/grpc_status.h"
 #include "broker/hub.h"
 #include "broker/nhs_number.h"
@@ -45,12 +48,58 @@ bool SameTeam(const icr::v1::TeamRef& a, const icr::v1::TeamRef& b) {
   return a.organisation() == b.organisation() && a.team_code() == b.team_code();
 }
 
+// Identifies the caller and checks it may run `query` ("" : any identified
+// caller may); false when refused (answered already). Without a policy
+// (access null) everything is allowed.
+bool Admit(AccessControl* access, grpc::CallbackServerContext* ctx,
+           grpc::ServerUnaryReactor* reactor, std::string_view query, Caller* caller,
+           const std::string& nhs = "") {
+  if (access == nullptr) return true;
+  store::Status s = access->Identify(*ctx, caller);
+  if (s.ok() && !query.empty()) s = access->RequireQuery(*caller, query, nhs);
+  if (s.ok()) return true;
+  reactor->Finish(ToGrpc(s));
+  return false;
+}
+
+// Audits the referrals about to be disclosed (one record per person) and
+// minimises them to the caller's profile. Not OK: disclose nothing.
+store::Status DiscloseReferrals(AccessControl* access, const Caller& caller,
+                                std::vector<Referral*> referrals) {
+  if (access == nullptr || referrals.empty()) return {};
+  std::vector<icr::v1::AuditRecord> records;
+  std::map<std::string, size_t> by_person;
+  for (const Referral* r : referrals) {
+    auto [it, added] = by_person.emplace(r->nhs_number(), records.size());
+    if (added) {
+      records.push_back(access->Record(caller, icr::v1::REFERRAL_READ));
+      records.back().set_nhs_number(r->nhs_number());
+      records.back().set_purpose(icr::v1::DIRECT_CARE);
+    }
+    records[it->second].set_detail(records[it->second].detail() +
+                                   (records[it->second].detail().empty() ? "referral " : ", ") +
+                                   r->referral_id());
+  }
+  if (store::Status s = access->Audit(std::move(records)); !s.ok()) return s;
+  if (caller.principal->profile) {
+    for (Referral* r : referrals) {
+      // Safeguarding detail is sensitive: only profiles that allow it see it.
+      if (!caller.principal->profile->sensitive.count(icr::v1::SAFEGUARDING)) {
+        r->mutable_needs()->clear_safeguarding_detail();
+      }
+    }
+  }
+  return {};
+}
+
 }  // namespace
 
 grpc::ServerUnaryReactor* WorkflowService::RegisterTeam(grpc::CallbackServerContext* ctx,
                                                         const icr::v1::RegisterTeamRequest* request,
                                                         icr::v1::Team* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!Admit(access_, ctx, reactor, "teams", &caller)) return reactor;
   icr::v1::Team team = request->team();
   if (auto p = TeamRefProblem(team.mutable_ref(), "team.ref"); !p.empty()) {
     reactor->Finish(Invalid(p));
@@ -102,6 +151,8 @@ grpc::ServerUnaryReactor* WorkflowService::ListTeams(grpc::CallbackServerContext
                                                      const icr::v1::ListTeamsRequest* request,
                                                      icr::v1::ListTeamsResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!Admit(access_, ctx, reactor, "", &caller)) return reactor;
   std::vector<icr::v1::Team> teams;
   store::Status s = ListAllTeams(store_, &teams);
   if (!s.ok()) {
@@ -121,11 +172,16 @@ grpc::ServerUnaryReactor* WorkflowService::GetReferral(grpc::CallbackServerConte
                                                        const icr::v1::GetReferralRequest* request,
                                                        icr::v1::Referral* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!Admit(access_, ctx, reactor, "referrals", &caller)) return reactor;
   if (request->referral_id().empty()) {
     reactor->Finish(Invalid("referral_id: is required"));
     return reactor;
   }
-  reactor->Finish(ToGrpc(ReadReferral(store_, request->referral_id(), response)));
+  store::Status s = ReadReferral(store_, request->referral_id(), response);
+  if (s.ok()) s = DiscloseReferrals(access_, caller, {response});
+  if (!s.ok()) response->Clear();
+  reactor->Finish(ToGrpc(s));
   return reactor;
 }
 
@@ -133,6 +189,8 @@ grpc::ServerUnaryReactor* WorkflowService::ListReferrals(
     grpc::CallbackServerContext* ctx, const icr::v1::ListReferralsRequest* request,
     icr::v1::ListReferralsResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!Admit(access_, ctx, reactor, "referrals", &caller)) return reactor;
   if (request->limit() > kMaxListLimit) {
     reactor->Finish(Invalid("limit: " + std::to_string(request->limit()) +
                             " exceeds the limit of " + std::to_string(kMaxListLimit)));
@@ -225,6 +283,12 @@ grpc::ServerUnaryReactor* WorkflowService::ListReferrals(
       return reactor;
     }
   }
+  std::vector<Referral*> shown;
+  for (Referral& r : matched) shown.push_back(&r);
+  if (store::Status ds = DiscloseReferrals(access_, caller, shown); !ds.ok()) {
+    reactor->Finish(ToGrpc(ds));
+    return reactor;
+  }
   for (auto& r : matched) *response->add_referrals() = std::move(r);
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -234,12 +298,51 @@ grpc::ServerUnaryReactor* WorkflowService::GetCareSummary(
     grpc::CallbackServerContext* ctx, const icr::v1::GetCareSummaryRequest* request,
     icr::v1::CareSummary* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (access_ != nullptr) {
+    store::Status s = access_->Identify(*ctx, &caller);
+    if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+  }
   const std::string nhs = NormaliseNhsNumber(request->nhs_number());
   if (auto p = NhsNumberProblem(nhs); !p.empty()) {
     reactor->Finish(Invalid("nhs_number: " + p));
     return reactor;
   }
-  reactor->Finish(ToGrpc(ReadCareSummary(store_, nhs, response)));
+  icr::v1::Purpose purpose = request->purpose();
+  std::string legal_basis;
+  if (access_ != nullptr) {
+    store::Status s = access_->RequireQuery(caller, "care_summary", nhs);
+    if (s.ok()) s = access_->CheckPurpose(caller, &purpose, &legal_basis, nhs);
+    if (s.ok() && !access_->MayDiscloseFor(purpose, nhs)) {
+      s = access_->Deny(caller, nhs,
+                        store::Status::PermissionDenied(
+                            "the person objected to sharing beyond their direct care, or has a "
+                            "national data opt-out: their summary is not disclosed for " +
+                            icr::v1::Purpose_Name(purpose)));
+    }
+    if (!s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+  }
+  store::Status s = ReadCareSummary(store_, nhs, response);
+  if (s.ok() && access_ != nullptr) {
+    // Audited before it is answered, minimised to the caller's profile.
+    icr::v1::AuditRecord r = access_->Record(caller, icr::v1::SUMMARY_READ);
+    r.set_nhs_number(response->nhs_number());
+    r.set_purpose(purpose);
+    r.set_legal_basis(legal_basis);
+    r.set_detail("GetCareSummary");
+    s = access_->Audit({std::move(r)});
+    if (s.ok() && caller.principal->profile) {
+      governance::MinimiseSummary(*caller.principal->profile, response);
+    }
+  }
+  if (!s.ok()) response->Clear();
+  reactor->Finish(ToGrpc(s));
   return reactor;
 }
 
@@ -247,6 +350,8 @@ grpc::ServerUnaryReactor* WorkflowService::GetFlowMetrics(
     grpc::CallbackServerContext* ctx, const icr::v1::GetFlowMetricsRequest* request,
     icr::v1::FlowMetrics* response) {
   auto* reactor = ctx->DefaultReactor();
+  Caller caller;
+  if (!Admit(access_, ctx, reactor, "flow_metrics", &caller)) return reactor;
   if (!request->has_from() || !request->has_to()) {
     reactor->Finish(Invalid("from and to: both are required (the period is [from, to))"));
     return reactor;

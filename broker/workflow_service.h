@@ -11,9 +11,18 @@
 
 namespace icr::broker {
 
+class AccessControl;
+
+// Reads that disclose a person's information (referrals, care summaries)
+// need the policy's query ("referrals", "care_summary"), are audited before
+// they are answered and minimised to the caller's profile; RegisterTeam
+// needs "teams" and GetFlowMetrics "flow_metrics" (docs/governance.md).
 class WorkflowService final : public icr::v1::Workflow::CallbackService {
  public:
-  explicit WorkflowService(store::EventStore* store) : store_(store) {}
+  // `access` null: no policy (every caller may do everything, nothing is
+  // audited), for tests of the workflow alone.
+  explicit WorkflowService(store::EventStore* store, AccessControl* access = nullptr)
+      : store_(store), access_(access) {}
 
   grpc::ServerUnaryReactor* RegisterTeam(grpc::CallbackServerContext* ctx,
                                          const icr::v1::RegisterTeamRequest* request,
@@ -36,6 +45,7 @@ class WorkflowService final : public icr::v1::Workflow::CallbackService {
 
  private:
   store::EventStore* store_;
+  AccessControl* access_;
 };
 
 }  // namespace icr::broker

@@ -93,14 +93,15 @@ enum Cf : size_t {
   kParked,
   kState,
   kLanes,
-  kAudit,
   kNumCfs
 };
 constexpr const char* kCfNames[kNumCfs] = {"default", "events", "patient", "idempotency",
-                                           "cursors", "parked", "state",   "lanes",
-                                           "audit"};
+                                           "cursors", "parked", "state",   "lanes"};
 
-// Keys of the `audit` column family (the audit trail, store.h):
+// The audit trail (store.h) is a RocksDB database of its own in
+// <data_dir>/audit, with its own write-ahead log: appending a record never
+// waits for the event log's group fsync (a delivery writes its record before
+// it is sent), and the event writer never waits for audit writes. Its keys:
 //   "r" + BE64(sequence)               -> AuditRecord bytes (deterministic)
 //   "p" + nhs_number + BE64(sequence)  -> empty (AuditForPerson's index)
 //   "h"                                -> BE64(last sequence) + SHA-256 of its bytes
@@ -491,6 +492,15 @@ class RocksDbStore final : public EventStore {
   Status RecoverStateMachine();
   // Reads the audit trail's head (sequence and hash of the last record).
   Status RecoverAuditHead();
+  Status RecoverAuditHeadLocked();  // REQUIRES audit_mu_ held
+  Status OpenAuditDb();
+  // After a failed write: closes the audit database (its WAL is in error)
+  // and opens it again, recovering what was stored. REQUIRES audit_mu_.
+  Status ReopenAuditDbLocked();
+  // Writes an audit batch; REQUIRES audit_mu_ held.
+  Status AuditWrite(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
+                    std::string_view what);
+  void AuditSyncLoop();
 
   void WriterLoop();
   void CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng);
@@ -602,6 +612,20 @@ class RocksDbStore final : public EventStore {
   std::mutex audit_mu_;
   uint64_t audit_last_sequence_ = 0;
   std::string audit_head_hash_ = std::string(kSha256Length, '\0');
+  // The audit trail's own database (<data_dir>/audit); its lifetime is
+  // db_'s (db_mu_). audit_dirty_: written since the last sync;
+  // audit_write_failed_: its WAL is in error until a write succeeds again
+  // (never synced meanwhile). Both under audit_mu_.
+  std::unique_ptr<rocksdb::DB> audit_db_;
+  // Readers hold it shared; reopening after a failed write, exclusively.
+  std::shared_mutex audit_db_mu_;
+  bool audit_dirty_ = false;
+  bool audit_write_failed_ = false;
+  Status audit_failure_;  // why the last write failed
+  std::chrono::steady_clock::time_point audit_last_reopen_{};
+  std::thread audit_syncer_;
+  std::condition_variable audit_cv_;
+  bool audit_stop_ = false;
 
   std::atomic<uint64_t> appended_events_{0};
   std::atomic<uint64_t> duplicate_events_{0};
@@ -636,6 +660,8 @@ Status RocksDbStore::Open() {
   if (!s.ok()) return s;
   s = RecoverStateMachine();
   if (!s.ok()) return s;
+  s = OpenAuditDb();
+  if (!s.ok()) return s;
   s = RecoverAuditHead();
   if (!s.ok()) return s;
   {
@@ -648,6 +674,11 @@ Status RocksDbStore::Open() {
     return Status::Internal(std::string("cannot start the store writer thread: ") + e.what());
   }
   writer_id_ = writer_.get_id();
+  try {
+    audit_syncer_ = std::thread([this] { AuditSyncLoop(); });
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("cannot start the audit sync thread: ") + e.what());
+  }
   return Status::Ok();
 }
 
@@ -739,10 +770,6 @@ Status RocksDbStore::OpenDb() {
   // gets it empty (its older events are simply not indexed).
   descriptors.emplace_back(kCfNames[kLanes],
                            MakeCfOptions(cache_, compression, 4 * kMiB, false, true));
-  // The audit trail (records, person index, head). Added like `lanes`: an
-  // older directory gets it empty (create_missing_column_families).
-  descriptors.emplace_back(kCfNames[kAudit],
-                           MakeCfOptions(cache_, compression, 8 * kMiB, false, true));
 
   rocksdb::DB* raw = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
@@ -895,9 +922,31 @@ void RocksDbStore::Close() {
   }
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();  // drains and writes what is queued
+  {
+    std::lock_guard audit_lk(audit_mu_);
+    audit_stop_ = true;
+  }
+  audit_cv_.notify_all();
+  if (audit_syncer_.joinable()) audit_syncer_.join();
 
   std::unique_lock db_lk(db_mu_);
   if (!db_) return;
+  std::unique_lock audit_db_lk(audit_db_mu_);
+  if (audit_db_) {
+    // As for the event log: a WAL that failed is not synced again.
+    rocksdb::Status as = audit_write_failed_ ? rocksdb::Status::OK()
+                                             : audit_db_->FlushWAL(/*sync=*/true);
+    if (!as.ok()) {
+      std::fprintf(stderr, "icr store: %s\n",
+                   Rocks(as, "syncing the audit trail on close").ToString().c_str());
+    }
+    as = audit_db_->Close();
+    if (!as.ok()) {
+      std::fprintf(stderr, "icr store: %s\n",
+                   Rocks(as, "closing the audit trail").ToString().c_str());
+    }
+    audit_db_.reset();
+  }
   // After a failed write the WAL file is in error: syncing it again would
   // trip RocksDB's own checks. (In sync durability nothing unsynced was
   // acknowledged; in relaxed durability up to ~100 ms may be, as always.)
@@ -1764,11 +1813,110 @@ Status RocksDbStore::SideWrite(const rocksdb::WriteOptions& wo, rocksdb::WriteBa
 // Audit trail and retention stubs
 // ---------------------------------------------------------------------------
 
+Status RocksDbStore::OpenAuditDb() {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  if (options_.env != nullptr) options.env = options_.env;
+  // Records are written unsynced and synced about every 100 ms: a power cut
+  // can lose the newest, never one in the middle (the chain stays whole).
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  options.write_buffer_size = 8u << 20;
+  options.keep_log_file_num = 5;
+  options.max_total_wal_size = 64u << 20;
+  // Closing after a failed write must not flush through the failed WAL;
+  // what it holds is recovered from the WAL on the next open.
+  options.avoid_flush_during_shutdown = true;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache_;
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  const std::string dir = options_.data_dir + "/audit";
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status rs = rocksdb::DB::Open(options, dir, &raw);
+  if (!rs.ok()) {
+    Status s = Rocks(rs, "opening the audit trail in " + dir);
+    if (rs.IsCorruption()) {
+      return Status::Corruption(s.message() + "; restore the directory from a backup");
+    }
+    return s;
+  }
+  audit_db_.reset(raw);
+  return Status::Ok();
+}
+
+Status RocksDbStore::AuditWrite(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
+                                std::string_view what) {
+  if (audit_write_failed_) {
+    // A WAL that failed a write is never written again (Debian's RocksDB
+    // asserts on it): the database is reopened first.
+    Status s = ReopenAuditDbLocked();
+    if (!s.ok()) return s;
+  }
+  std::shared_lock db_lk(audit_db_mu_);
+  rocksdb::Status rs = audit_db_->Write(wo, batch);
+  if (!rs.ok()) {
+    audit_write_failed_ = true;
+    Status mapped = Rocks(rs, what);
+    audit_failure_ = Status(mapped.code(), mapped.message() + "; nothing stored");
+    return audit_failure_;
+  }
+  audit_dirty_ = true;
+  return Status::Ok();
+}
+
+Status RocksDbStore::ReopenAuditDbLocked() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - audit_last_reopen_ < kResumeInterval) return audit_failure_;
+  audit_last_reopen_ = now;
+  {
+    std::unique_lock db_lk(audit_db_mu_);
+    if (audit_db_) {
+      audit_db_->Close();  // without a flush (avoid_flush_during_shutdown)
+      audit_db_.reset();
+    }
+    Status s = OpenAuditDb();
+    if (!s.ok()) {
+      audit_failure_ = Status(audit_failure_.code(),
+                              "the audit trail cannot be reopened after a failed write (" +
+                                  s.message() + "); nothing stored");
+      return audit_failure_;
+    }
+  }
+  Status s = RecoverAuditHeadLocked();
+  if (!s.ok()) return s;
+  std::fprintf(stderr, "icr store: audit trail writes resumed in %s after: %s\n",
+               options_.data_dir.c_str(), audit_failure_.message().c_str());
+  audit_write_failed_ = false;
+  return Status::Ok();
+}
+
+void RocksDbStore::AuditSyncLoop() {
+  constexpr auto kAuditSyncInterval = std::chrono::milliseconds(100);
+  std::unique_lock lk(audit_mu_);
+  while (!audit_stop_) {
+    audit_cv_.wait_for(lk, kAuditSyncInterval, [this] { return audit_stop_; });
+    if (audit_stop_ || !audit_dirty_ || audit_write_failed_ || !audit_db_) continue;
+    // Under audit_mu_: no append (and so no failing write) runs meanwhile.
+    rocksdb::Status rs = audit_db_->SyncWAL();
+    if (rs.ok()) {
+      audit_dirty_ = false;
+    } else {
+      audit_write_failed_ = true;
+      std::fprintf(stderr, "icr store: %s\n",
+                   Rocks(rs, "syncing the audit trail").ToString().c_str());
+    }
+  }
+}
+
 Status RocksDbStore::RecoverAuditHead() {
+  std::lock_guard lk(audit_mu_);
+  return RecoverAuditHeadLocked();
+}
+
+Status RocksDbStore::RecoverAuditHeadLocked() {
   uint64_t head_sequence = 0;
   std::string head_hash(kSha256Length, '\0');
   std::string head;
-  rocksdb::Status rs = db_->Get(rocksdb::ReadOptions(), cfs_[kAudit], kAuditHeadKey, &head);
+  rocksdb::Status rs = audit_db_->Get(rocksdb::ReadOptions(), kAuditHeadKey, &head);
   if (rs.ok()) {
     if (head.size() != keys::kPositionLength + kSha256Length ||
         !keys::DecodePosition(std::string_view(head).substr(0, keys::kPositionLength),
@@ -1789,7 +1937,7 @@ Status RocksDbStore::RecoverAuditHead() {
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+  std::unique_ptr<rocksdb::Iterator> it(audit_db_->NewIterator(ro));
   it->SeekToLast();
   if (!it->status().ok()) return Rocks(it->status(), "finding the last audit record");
   uint64_t last_stored = 0;
@@ -1810,7 +1958,6 @@ Status RocksDbStore::RecoverAuditHead() {
     head_hash = Sha256(std::string_view(it->value().data(), it->value().size()));
     if (head_hash.empty()) return Status::Internal("SHA-256 is not available from libcrypto");
   }
-  std::lock_guard lk(audit_mu_);
   audit_last_sequence_ = head_sequence;
   audit_head_hash_ = std::move(head_hash);
   return Status::Ok();
@@ -1842,19 +1989,20 @@ Status RocksDbStore::AppendAudit(std::vector<icr::v1::AuditRecord>* records) {
     if (hash.empty()) {
       return Status::Internal("SHA-256 is not available from libcrypto; nothing stored");
     }
-    batch.Put(cfs_[kAudit], AuditRecordKey(sequence), bytes);
+    batch.Put(AuditRecordKey(sequence), bytes);
     if (!record.nhs_number().empty()) {
-      batch.Put(cfs_[kAudit], AuditPersonKey(record.nhs_number(), sequence), rocksdb::Slice());
+      batch.Put(AuditPersonKey(record.nhs_number(), sequence), rocksdb::Slice());
     }
   }
   std::string head = keys::EncodePosition(sequence);
   head += hash;
-  batch.Put(cfs_[kAudit], kAuditHeadKey, head);
-  // To the WAL, not synced: the next synced write (every publish in sync
-  // durability, the background sync in relaxed) makes it durable.
+  batch.Put(kAuditHeadKey, head);
+  // To the audit log's WAL, not synced: the audit syncer makes it durable
+  // within about 100 ms (AuditSyncLoop); a crash of the process loses
+  // nothing, a power cut at most that.
   rocksdb::WriteOptions wo;
   wo.sync = false;
-  Status s = SideWrite(wo, &batch, "appending " + std::to_string(filled.size()) +
+  Status s = AuditWrite(wo, &batch, "appending " + std::to_string(filled.size()) +
                                        " audit record(s)");
   if (!s.ok()) return s;
   audit_last_sequence_ = sequence;
@@ -1869,11 +2017,15 @@ Status RocksDbStore::ReadAudit(uint64_t from, size_t max,
   if (max == 0) return Status::Ok();
   std::shared_lock lk(db_mu_);
   if (!db_) return Closed();
+  std::shared_lock audit_lk(audit_db_mu_);
+  if (!audit_db_) {
+    return Status::Unavailable("the audit trail is being reopened after a failed write; retry");
+  }
   const std::string upper(1, static_cast<char>(kAuditRecordTag + 1));
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+  std::unique_ptr<rocksdb::Iterator> it(audit_db_->NewIterator(ro));
   for (it->Seek(AuditRecordKey(std::max<uint64_t>(from, 1))); it->Valid() && out->size() < max;
        it->Next()) {
     uint64_t sequence = 0;
@@ -1905,13 +2057,17 @@ Status RocksDbStore::VerifyAudit(const std::function<void(uint64_t, uint64_t)>& 
   *result = AuditVerifyResult();
   std::shared_lock lk(db_mu_);
   if (!db_) return Closed();
+  std::shared_lock audit_lk(audit_db_mu_);
+  if (!audit_db_) {
+    return Status::Unavailable("the audit trail is being reopened after a failed write; retry");
+  }
   // One consistent view: appends may go on meanwhile.
-  rocksdb::ManagedSnapshot snapshot(db_.get());
+  rocksdb::ManagedSnapshot snapshot(audit_db_.get());
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot.snapshot();
 
   std::string head;
-  rocksdb::Status rs = db_->Get(ro, cfs_[kAudit], kAuditHeadKey, &head);
+  rocksdb::Status rs = audit_db_->Get(ro, kAuditHeadKey, &head);
   if (!rs.ok() && !rs.IsNotFound()) return Rocks(rs, "reading the audit trail's head");
   const bool have_head = rs.ok();
   uint64_t head_sequence = 0;
@@ -1923,7 +2079,7 @@ Status RocksDbStore::VerifyAudit(const std::function<void(uint64_t, uint64_t)>& 
   const std::string upper(1, static_cast<char>(kAuditRecordTag + 1));
   rocksdb::Slice upper_slice(upper);
   ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+  std::unique_ptr<rocksdb::Iterator> it(audit_db_->NewIterator(ro));
 
   // The total for progress: the head's sequence, or the last stored record's
   // if that is further.
@@ -2037,7 +2193,11 @@ Status RocksDbStore::AuditForPerson(const std::string& nhs_number, uint64_t afte
   if (max == 0 || after == UINT64_MAX) return Status::Ok();
   std::shared_lock lk(db_mu_);
   if (!db_) return Closed();
-  rocksdb::ManagedSnapshot snapshot(db_.get());
+  std::shared_lock audit_lk(audit_db_mu_);
+  if (!audit_db_) {
+    return Status::Unavailable("the audit trail is being reopened after a failed write; retry");
+  }
+  rocksdb::ManagedSnapshot snapshot(audit_db_.get());
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot.snapshot();
 
@@ -2045,7 +2205,7 @@ Status RocksDbStore::AuditForPerson(const std::string& nhs_number, uint64_t afte
   const std::string prefix = std::string(1, kAuditPersonTag) + nhs_number;
   std::vector<std::string> record_keys;
   {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cfs_[kAudit]));
+    std::unique_ptr<rocksdb::Iterator> it(audit_db_->NewIterator(ro));
     for (it->Seek(AuditPersonKey(nhs_number, after + 1));
          it->Valid() && record_keys.size() < max; it->Next()) {
       const rocksdb::Slice key = it->key();
@@ -2066,7 +2226,7 @@ Status RocksDbStore::AuditForPerson(const std::string& nhs_number, uint64_t afte
   std::vector<rocksdb::Slice> slices(record_keys.begin(), record_keys.end());
   std::vector<rocksdb::PinnableSlice> values(n);
   std::vector<rocksdb::Status> statuses(n);
-  db_->MultiGet(ro, cfs_[kAudit], n, slices.data(), values.data(), statuses.data(),
+  audit_db_->MultiGet(ro, audit_db_->DefaultColumnFamily(), n, slices.data(), values.data(), statuses.data(),
                 /*sorted_input=*/true);
   out->reserve(n);
   for (size_t i = 0; i < n; ++i) {

@@ -17,6 +17,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cctype>
 #include <chrono>
 #include <condition_variable>
@@ -32,7 +33,9 @@
 #include "adapters/fhir/fhir_mapping.h"
 #include "adapters/fhir/operation_outcome.h"
 #include "adapters/fhir/resthook.h"
+#include "broker/identity.h"
 #include "broker/ingest.h"
+#include "broker/tls.h"
 
 #ifndef ICR_VERSION
 #define ICR_VERSION "dev"
@@ -175,6 +178,63 @@ std::string CapabilityStatementJson() {
   return cs.dump();
 }
 
+// A connection's byte stream: plain TCP, or TLS over it. Either way it is the
+// AsyncReadStream / AsyncWriteStream Beast's HTTP functions need, with the
+// TCP stream's timeouts (which also bound the TLS handshake).
+class FhirStream {
+ public:
+  using executor_type = beast::tcp_stream::executor_type;
+  using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+  // `tls`: nullptr for plain HTTP.
+  FhirStream(tcp::socket socket, net::ssl::context* tls) {
+    if (tls != nullptr) {
+      tls_.emplace(std::move(socket), *tls);
+    } else {
+      plain_.emplace(std::move(socket));
+    }
+  }
+
+  executor_type get_executor() { return lowest().get_executor(); }
+  beast::tcp_stream& lowest() { return tls_ ? tls_->next_layer() : *plain_; }
+  TlsStream* tls() { return tls_ ? &*tls_ : nullptr; }
+  tcp::socket& socket() { return lowest().socket(); }
+  void expires_after(milliseconds d) { lowest().expires_after(d); }
+  void expires_never() { lowest().expires_never(); }
+  void close() { lowest().close(); }
+
+  template <class MutableBuffers, class Handler>
+  void async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+    if (tls_) {
+      tls_->async_read_some(buffers, std::forward<Handler>(handler));
+    } else {
+      plain_->async_read_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+
+  template <class ConstBuffers, class Handler>
+  void async_write_some(const ConstBuffers& buffers, Handler&& handler) {
+    if (tls_) {
+      tls_->async_write_some(buffers, std::forward<Handler>(handler));
+    } else {
+      plain_->async_write_some(buffers, std::forward<Handler>(handler));
+    }
+  }
+
+ private:
+  std::optional<beast::tcp_stream> plain_;
+  std::optional<TlsStream> tls_;
+};
+
+std::string PeerAddress(const tcp::socket& socket) {
+  beast::error_code ec;
+  const tcp::endpoint remote = socket.remote_endpoint(ec);
+  if (ec) return {};
+  const std::string address = remote.address().to_string();
+  return (remote.address().is_v6() ? "[" + address + "]" : address) + ":" +
+         std::to_string(remote.port());
+}
+
 struct PublishOutcome {
   store::Status status;
   std::vector<store::AppendResult> results;
@@ -194,6 +254,7 @@ struct FhirServer::Core {
   std::vector<std::thread> threads;
   int port = 0;
   std::string capability;
+  std::unique_ptr<net::ssl::context> tls;  // nullptr: plain HTTP
 
   std::mutex mu;
   std::condition_variable cv;
@@ -208,7 +269,9 @@ using Core = FhirServer::Core;
 class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
  public:
   FhirHttpSession(tcp::socket socket, std::shared_ptr<Core> core)
-      : core_(std::move(core)), stream_(std::move(socket)) {}
+      : core_(std::move(core)),
+        identity_(broker::IdentityFromCertificate(nullptr, PeerAddress(socket), "fhir")),
+        stream_(std::move(socket), core_->tls.get()) {}
 
   ~FhirHttpSession() {
     std::lock_guard<std::mutex> lock(core_->mu);
@@ -220,7 +283,10 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
   FhirHttpSession& operator=(const FhirHttpSession&) = delete;
 
   void Start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadRequest(); });
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->stream_.tls() == nullptr) return self->ReadRequest();
+      self->Handshake();
+    });
   }
 
   // The server is stopping: close now if waiting for a request, else after
@@ -240,6 +306,25 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
 
  private:
   const FhirOptions& options() const { return core_->options; }
+
+  // TLS: the handshake (client certificate verified by OpenSSL when the
+  // listener has a client CA), under the read timeout; then the identity.
+  void Handshake() {
+    reading_ = true;  // Stop closes a connection still shaking hands
+    stream_.expires_after(milliseconds(options().read_timeout_ms));
+    stream_.tls()->async_handshake(
+        net::ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
+          self->reading_ = false;
+          if (ec) return self->Close();
+          SSL* ssl = self->stream_.tls()->native_handle();
+          X509* cert = SSL_get0_peer_certificate(ssl);
+          if (cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK &&
+              !self->options().tls_client_ca_file.empty()) {
+            self->identity_ = broker::IdentityFromCertificate(cert, self->identity_.peer, "fhir");
+          }
+          self->ReadRequest();
+        });
+  }
 
   void ReadRequest() {
     if (stop_requested_) return Close();
@@ -409,7 +494,8 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
           auto outcome = std::make_shared<PublishOutcome>(PublishOutcome{s, std::move(results)});
           self->Deliver(
               [self, mapped, refs, outcome] { self->OnPublished(*mapped, refs, *outcome); });
-        });
+        },
+        /*origin=*/0, &identity_);  // the callback's `self` keeps identity_ alive
   }
 
   // A batch: each entry on its own (its events still atomically), answered
@@ -449,7 +535,8 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
               run->outcomes[i] = PublishOutcome{s, std::move(results)};
             }
             finish_one();
-          });
+          },
+          /*origin=*/0, &identity_);  // finish_one holds `self`, so identity_ lives
     }
     finish_one();
   }
@@ -478,6 +565,15 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
         return {s.code() == StatusCode::kConflict ? http::status::precondition_failed
                                                   : http::status::conflict,
                 Issue(IssueType::kProcessing, s.message() + "; nothing was stored")};
+      case StatusCode::kPermissionDenied:
+      case StatusCode::kUnauthenticated: {
+        // The policy refused the caller (its certificate), not the content.
+        const bool denied = s.code() == StatusCode::kPermissionDenied;
+        std::string text = (denied ? "not permitted: " : "not authenticated: ") + s.message();
+        if (text.find("nothing was stored") == std::string::npos) text += "; nothing was stored";
+        return {denied ? http::status::forbidden : http::status::unauthorized,
+                Issue(denied ? IssueType::kForbidden : IssueType::kLogin, std::move(text))};
+      }
       case StatusCode::kUnavailable:
       case StatusCode::kResourceExhausted:
       case StatusCode::kAborted:
@@ -713,8 +809,8 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
   }
 
   void LingerRead() {
-    stream_.async_read_some(net::buffer(discard_),
-                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+    stream_.lowest().async_read_some(net::buffer(discard_),
+                                  [self = shared_from_this()](beast::error_code ec, size_t n) {
                               self->lingered_ += n;
                               if (ec || self->lingered_ > kLingerBytes) return self->Close();
                               self->LingerRead();
@@ -729,7 +825,9 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
 
   // core_ owns the io_context the socket uses: declared first, destroyed last.
   std::shared_ptr<Core> core_;
-  beast::tcp_stream stream_;
+  // Who is at the other end (set before the first request; then read-only).
+  broker::PeerIdentity identity_;
+  FhirStream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::shared_ptr<Response> response_;
@@ -767,6 +865,40 @@ void Accept(const std::shared_ptr<Core>& core) {
         if (session) session->Start();
         Accept(core);
       });
+}
+
+// The HTTPS context for `options` (nullptr when TLS is off). The files are
+// checked first (broker/tls.h) so that a missing file or a key that does not
+// match the certificate is a start-up error naming them.
+store::Status MakeTlsContext(const FhirOptions& options, std::unique_ptr<net::ssl::context>* out) {
+  broker::TlsOptions tls;
+  tls.certificate_file = options.tls_certificate_file;
+  tls.private_key_file = options.tls_private_key_file;
+  tls.client_ca_file = options.tls_client_ca_file;
+  broker::TlsOptionNames names;
+  names.certificate = "fhir TLS certificate";
+  names.private_key = "fhir TLS private key";
+  names.client_ca = "fhir TLS client CA";
+  broker::TlsFiles files;
+  store::Status s = broker::LoadTlsFiles(tls, names, &files);
+  if (!s.ok() || !tls.enabled()) return s;
+  auto ctx = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
+  ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                   net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+  beast::error_code ec;
+  ctx->use_certificate_chain(net::buffer(files.certificate_chain), ec);
+  if (!ec) ctx->use_private_key(net::buffer(files.private_key), net::ssl::context::pem, ec);
+  if (!ec && !files.client_ca.empty()) {
+    ctx->load_verify_file(options.tls_client_ca_file, ec);  // every CA of the bundle
+    if (!ec) ctx->set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+  }
+  if (ec) {
+    return store::Status::InvalidArgument("fhir TLS: " + options.tls_certificate_file + ": " +
+                                          ec.message());
+  }
+  *out = std::move(ctx);
+  return {};
 }
 
 // "host:port" or "[v6]:port".
@@ -817,6 +949,7 @@ store::Status FhirServer::Start(const FhirOptions& options, broker::Ingest* inge
   core->options = options;
   core->ingest = ingest;
   core->capability = CapabilityStatementJson();
+  if (store::Status s = MakeTlsContext(options, &core->tls); !s.ok()) return s;
 
   beast::error_code ec;
   tcp::endpoint endpoint;

@@ -20,8 +20,16 @@
 // transaction-response or batch-response Bundle for a Bundle, and 200 OK with
 // the original position for a resend. Errors carry an OperationOutcome:
 // 400 (JSON, depth, duplicate keys, mapping, broker validation), 404, 405,
+// 401 / 403 (the policy refuses the caller),
 // 413 (body over max_body_bytes), 415 (XML or other media types), 503 with
 // Retry-After (store unavailable), 500.
+//
+// TLS: with tls_certificate_file and tls_private_key_file set the endpoint
+// serves HTTPS (TLS 1.2+); with tls_client_ca_file too, only clients with a
+// certificate signed by that CA complete the handshake (mutual TLS), and
+// their certificate's subject is the caller's identity (broker/identity.h)
+// handed to Ingest::Publish. When the policy refuses the caller: 403
+// (forbidden) or 401 (login), each with an OperationOutcome giving why.
 //
 // Thread-safety: Start, port and Stop may be called from any thread; Stop is
 // idempotent and the destructor calls it. The Ingest must outlive Stop().
@@ -73,6 +81,13 @@ struct FhirOptions {
   // /fhir/r4/Subscription/<id>); nullptr: those endpoints answer 501.
   // Must outlive the server's Stop(). Default: nullptr.
   RestHookManager* resthooks = nullptr;
+  // TLS: both set = HTTPS (TLS 1.2+) with this PEM certificate chain and
+  // key. Default: empty (plain HTTP).
+  std::string tls_certificate_file;
+  std::string tls_private_key_file;
+  // With TLS: PEM CA bundle; when set, clients must present a certificate
+  // signed by it (mutual TLS). Default: empty (no client certificates).
+  std::string tls_client_ca_file;
 };
 
 class FhirServer {

@@ -43,6 +43,10 @@ const char* IssueTypeCode(IssueType type) {
       return "exception";
     case IssueType::kInformational:
       return "informational";
+    case IssueType::kForbidden:
+      return "forbidden";
+    case IssueType::kLogin:
+      return "login";
   }
   return "invalid";
 }

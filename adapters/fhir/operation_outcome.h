@@ -31,6 +31,8 @@ enum class IssueType {
   kTransient,      // "transient": try again later (store unavailable)
   kException,      // "exception": an internal error
   kInformational,  // "informational": success details
+  kForbidden,      // "forbidden": the policy does not allow the caller this
+  kLogin,          // "login": the caller has no identity the policy knows
 };
 
 const char* IssueSeverityCode(IssueSeverity severity);

@@ -213,6 +213,19 @@ std::string AckForPublish(const Er7Message& original, const MappingResult& mappe
   }
   Hl7Error e;
   e.code = kErrInternal;
+  if (status.code() == icr::store::StatusCode::kPermissionDenied ||
+      status.code() == icr::store::StatusCode::kUnauthenticated) {
+    // Refused for who sent it, not for what it says: AR (table 0008
+    // "rejected"); table 0357 has no authorisation code, so 207, the catch-all
+    // of the rejection codes, with the policy's reason.
+    e.text = std::string(status.code() == icr::store::StatusCode::kPermissionDenied
+                             ? "not permitted: "
+                             : "not authenticated: ") +
+             status.message();
+    if (e.text.find("nothing was stored") == std::string::npos) e.text += "; nothing was stored";
+    e.text += "; resending will not help until the sender's certificate or the policy changes";
+    return BuildAck(original, AckCode::kAR, {e}, params);
+  }
   if (status.code() == icr::store::StatusCode::kFailedPrecondition ||
       status.code() == icr::store::StatusCode::kConflict) {
     // A workflow rule refused it (e.g. an illegal referral transition).
@@ -222,6 +235,15 @@ std::string AckForPublish(const Er7Message& original, const MappingResult& mappe
   e.text = "the broker could not store the message now (" + status.ToString() +
            "): nothing was stored; resend the same message (same MSH-10) later";
   return BuildAck(original, AckCode::kAE, {e}, params);
+}
+
+AckCode AckCodeForPublish(const icr::store::Status& status) {
+  if (status.ok()) return AckCode::kAA;
+  if (status.code() == icr::store::StatusCode::kPermissionDenied ||
+      status.code() == icr::store::StatusCode::kUnauthenticated) {
+    return AckCode::kAR;
+  }
+  return AckCode::kAE;
 }
 
 bool PrepareMessage(std::string_view frame, const Er7Limits& limits,

@@ -46,10 +46,15 @@ std::string BuildAck(const Er7Message& original, AckCode code, const std::vector
 Hl7Error ErrorFromParse(const Er7Error& e);
 
 // The ACK for the outcome of Ingest::Publish of `mapped`'s events: AA when
-// OK (duplicates included), AE naming the field for INVALID_ARGUMENT, AE with
-// ERR-3 207 asking the sender to retry for any other failure.
+// OK (duplicates included), AE naming the field for INVALID_ARGUMENT, AR with
+// ERR-3 207 and the policy's reason for PERMISSION_DENIED / UNAUTHENTICATED
+// (the sender is refused, not the content), AE with ERR-3 207 asking the
+// sender to retry for any other failure.
 std::string AckForPublish(const Er7Message& original, const MappingResult& mapped,
                           const icr::store::Status& status, const AckParams& params);
+
+// MSA-1 of AckForPublish for `status`.
+AckCode AckCodeForPublish(const icr::store::Status& status);
 
 // Everything but the publish: parse `frame`, map it and, when it cannot be
 // published, the AR/AE. Returns true with `*mapped` filled (events ready)

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -13,6 +15,7 @@
 #include <thread>
 
 #include "adapters/hl7/ack.h"
+#include "broker/identity.h"
 #include "broker/ingest.h"
 
 namespace icr::adapters::hl7 {
@@ -89,6 +92,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(MllpServer::Impl* server, tcp::socket socket)
       : server_(server), ex_(socket.get_executor()), timer_(ex_) {
+    error_code ec;
+    const tcp::endpoint remote = socket.remote_endpoint(ec);
+    std::string peer;
+    if (!ec) {
+      peer = remote.address().is_v6() ? "[" + remote.address().to_string() + "]"
+                                       : remote.address().to_string();
+      peer += ":" + std::to_string(remote.port());
+    }
+    // Unauthenticated until a TLS handshake verifies a client certificate.
+    identity_ = broker::IdentityFromCertificate(nullptr, std::move(peer), "mllp");
     if (server->tls_) {
       tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket), *server->tls_);
     } else {
@@ -105,6 +118,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                             [self = shared_from_this()](const error_code& ec) {
                               self->CancelTimer();
                               if (ec) return self->Close();
+                              self->IdentifyPeer();
                               self->ReadMore();
                             });
     } else {
@@ -130,6 +144,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   tcp::socket& Lowest() { return tls_ ? tls_->next_layer() : *plain_; }
+
+  // After the TLS handshake: the client certificate's subject, when the
+  // listener verified one (mutual TLS).
+  void IdentifyPeer() {
+    SSL* ssl = tls_->native_handle();
+    X509* cert = SSL_get0_peer_certificate(ssl);
+    if (cert != nullptr && SSL_get_verify_result(ssl) == X509_V_OK &&
+        !server_->options_.tls_client_ca_file.empty()) {
+      identity_ = broker::IdentityFromCertificate(cert, identity_.peer, "mllp");
+    }
+  }
 
   template <typename Handler>
   void AsyncRead(Handler&& h) {
@@ -247,10 +272,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
                           duplicate]() {
             if (duplicate) self->server_->duplicates_.fetch_add(1, std::memory_order_relaxed);
             self->WriteAck(AckForPublish(*msg, *mapped, status, params),
-                           status.ok() ? AckCode::kAA : AckCode::kAE, false);
+                           AckCodeForPublish(status), false);
           });
           server->PublishDone();
-        });
+        },
+        /*origin=*/0, &identity_);  // the callback's `self` keeps identity_ alive
   }
 
   void RejectOversize() {
@@ -319,6 +345,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   MllpServer::Impl* const server_;
+  broker::PeerIdentity identity_;  // set before the first read; then read-only
   asio::any_io_executor ex_;
   std::optional<tcp::socket> plain_;
   std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;

@@ -1,6 +1,12 @@
 // icr-broker: the daemon. Flags, or a config file (--config, TOML-style
 // key = value lines using the long flag names), choose the data directory,
 // listen address and durability. SIGTERM or SIGINT shuts down gracefully.
+//
+// Listener security (docs/security-tls.md): --tls-cert/--tls-key/
+// --tls-client-ca serve every listener (gRPC, MLLP, FHIR) over mutual TLS,
+// unless an adapter has its own --mllp-tls-* / --fhir-tls-* files.
+// --production requires mutual TLS on every enabled listener; without it a
+// plaintext listener is allowed only on a loopback address.
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -13,6 +19,77 @@
 #include "adapters/fhir/resthook.h"
 #include "adapters/hl7/mllp_server.h"
 #include "broker/broker.h"
+#include "broker/tls.h"
+
+namespace {
+
+// One listener's security settings, for the start-up checks.
+struct Listener {
+  std::string name;         // "gRPC", "MLLP", "FHIR"
+  std::string listen_flag;  // "--listen"
+  std::string listen;
+  icr::broker::TlsOptions tls;
+  icr::broker::TlsOptionNames names;  // the flags its files came from
+};
+
+// The adapter's own TLS files when any of its --<prefix>-tls-* flags is
+// given, else the global --tls-* ones.
+Listener Resolve(std::string name, std::string listen_flag, std::string listen,
+                 const std::string& prefix, const icr::broker::TlsOptions& own,
+                 const icr::broker::TlsOptions& global) {
+  Listener l{std::move(name), std::move(listen_flag), std::move(listen), global, {}};
+  if (!own.certificate_file.empty() || !own.private_key_file.empty() ||
+      !own.client_ca_file.empty()) {
+    l.tls = own;
+    l.names.certificate = "--" + prefix + "-tls-cert";
+    l.names.private_key = "--" + prefix + "-tls-key";
+    l.names.client_ca = "--" + prefix + "-tls-client-ca";
+  }
+  return l;
+}
+
+// Empty when the listeners may start under the profile; else why not.
+std::string CheckListeners(const std::vector<Listener>& listeners, bool production,
+                           bool* any_plaintext) {
+  *any_plaintext = false;
+  for (const Listener& l : listeners) {
+    const std::string which =
+        "the " + l.name + " listener (" + l.listen_flag + " " + l.listen + ")";
+    if (production) {
+      const char* missing = nullptr;
+      const std::string* flag = nullptr;
+      if (l.tls.certificate_file.empty()) {
+        missing = "certificate", flag = &l.names.certificate;
+      } else if (l.tls.private_key_file.empty()) {
+        missing = "private key", flag = &l.names.private_key;
+      } else if (l.tls.client_ca_file.empty()) {
+        missing = "client CA", flag = &l.names.client_ca;
+      }
+      if (missing != nullptr) {
+        return "--production requires mutual TLS (client certificates) on every listener: " +
+               which + " has no " + missing + "; give " + *flag;
+      }
+    }
+    icr::broker::TlsFiles files;
+    icr::store::Status s = icr::broker::LoadTlsFiles(l.tls, l.names, &files);
+    if (!s.ok()) return l.name + " listener: " + s.message();
+    if (!l.tls.enabled()) {
+      *any_plaintext = true;
+      if (!icr::broker::IsLoopbackListenAddress(l.listen)) {
+        return which +
+               " would be plaintext: plaintext listeners must be on loopback; give "
+               "--tls-cert/--tls-key/--tls-client-ca, or listen on 127.0.0.1";
+      }
+    }
+  }
+  return {};
+}
+
+const char* SecurityNote(const icr::broker::TlsOptions& tls) {
+  return tls.mutual() ? " with mutual TLS" : tls.enabled() ? " with TLS" : "";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   icr::broker::BrokerOptions options;
@@ -41,7 +118,26 @@ int main(int argc, char** argv) {
                "the events before the damage and lose what follows (copy the directory aside "
                "first; without this flag the broker refuses to start and says why)");
   app.add_flag("--production", production,
-               "Production profile: refuse NHS numbers from the 999 test range");
+               "Production profile: refuse NHS numbers from the 999 test range, and require "
+               "mutual TLS (--tls-cert, --tls-key, --tls-client-ca) on every listener");
+  app.add_option("--policy", options.policy_file,
+                 "Information governance policy (YAML): principals, scopes, minimisation "
+                 "profiles, retention (docs/governance.md). Required with client certificates; "
+                 "re-read on SIGHUP or `icrctl policy reload`. Default: none, every caller is "
+                 "'local-developer'")
+      ->envname("ICR_POLICY")
+      ->check(CLI::ExistingFile);
+  icr::broker::TlsOptions tls;
+  app.add_option("--tls-cert", tls.certificate_file,
+                 "PEM certificate chain of every listener (gRPC, MLLP, FHIR; an adapter's own "
+                 "--mllp-tls-* / --fhir-tls-* take precedence): turns TLS on, with --tls-key")
+      ->envname("ICR_TLS_CERT");
+  app.add_option("--tls-key", tls.private_key_file, "PEM private key of --tls-cert")
+      ->envname("ICR_TLS_KEY");
+  app.add_option("--tls-client-ca", tls.client_ca_file,
+                 "PEM CA bundle: clients must present a certificate signed by it (mutual TLS); "
+                 "its subject (CN = principal, O = ODS code) is the caller's identity")
+      ->envname("ICR_TLS_CLIENT_CA");
   app.add_option("--max-event-bytes", options.validation.max_event_bytes,
                  "Largest serialized event accepted")
       ->capture_default_str();
@@ -85,15 +181,28 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"GP", "ACUTE", "COMMUNITY", "MENTAL_HEALTH", "SOCIAL_CARE",
                              "CARE_PROVIDER", "AMBULANCE"}))
       ->capture_default_str();
-  app.add_option("--mllp-tls-cert", mllp.tls_certificate_file,
-                 "MLLP: PEM certificate chain (turns TLS on, with --mllp-tls-key)");
-  app.add_option("--mllp-tls-key", mllp.tls_private_key_file, "MLLP: PEM private key");
-  app.add_option("--mllp-tls-client-ca", mllp.tls_client_ca_file,
-                 "MLLP: PEM CA bundle; clients must then present a certificate (mutual TLS)");
+  icr::broker::TlsOptions mllp_tls;
+  app.add_option("--mllp-tls-cert", mllp_tls.certificate_file,
+                 "MLLP: PEM certificate chain (turns TLS on, with --mllp-tls-key); any "
+                 "--mllp-tls-* replaces the --tls-* files for MLLP. Default: --tls-cert");
+  app.add_option("--mllp-tls-key", mllp_tls.private_key_file,
+                 "MLLP: PEM private key. Default: --tls-key");
+  app.add_option("--mllp-tls-client-ca", mllp_tls.client_ca_file,
+                 "MLLP: PEM CA bundle; clients must then present a certificate (mutual TLS). "
+                 "Default: --tls-client-ca");
   app.add_option("--fhir-listen", fhir.listen,
                  "FHIR R4 HTTP listen address host:port, or 'off'")
       ->capture_default_str()
       ->envname("ICR_FHIR_LISTEN");
+  icr::broker::TlsOptions fhir_tls;
+  app.add_option("--fhir-tls-cert", fhir_tls.certificate_file,
+                 "FHIR: PEM certificate chain (HTTPS, with --fhir-tls-key); any --fhir-tls-* "
+                 "replaces the --tls-* files for FHIR. Default: --tls-cert");
+  app.add_option("--fhir-tls-key", fhir_tls.private_key_file,
+                 "FHIR: PEM private key. Default: --tls-key");
+  app.add_option("--fhir-tls-client-ca", fhir_tls.client_ca_file,
+                 "FHIR: PEM CA bundle; clients must then present a certificate (mutual TLS). "
+                 "Default: --tls-client-ca");
   std::string escalations = "on";
   app.add_option("--escalations", escalations,
                  "Raise Escalation events when workflow deadlines pass (off: e.g. while "
@@ -136,6 +245,40 @@ int main(int argc, char** argv) {
   options.durability = durability == "sync" ? icr::store::Durability::kSync
                                             : icr::store::Durability::kRelaxed;
   options.validation.reject_test_nhs_numbers = production;
+  options.production = production;
+
+  // Listener security: every enabled listener under the profile's rules,
+  // and its files readable and matching, before anything starts.
+  std::vector<Listener> listeners;
+  listeners.push_back(Resolve("gRPC", "--listen", options.listen_address, "", {}, tls));
+  if (mllp.listen != "off") {
+    listeners.push_back(Resolve("MLLP", "--mllp-listen", mllp.listen, "mllp", mllp_tls, tls));
+  }
+  if (fhir.listen != "off") {
+    listeners.push_back(Resolve("FHIR", "--fhir-listen", fhir.listen, "fhir", fhir_tls, tls));
+  }
+  bool any_plaintext = false;
+  if (std::string problem = CheckListeners(listeners, production, &any_plaintext);
+      !problem.empty()) {
+    std::fprintf(stderr, "icr-broker: cannot start: %s\n", problem.c_str());
+    return 1;
+  }
+  options.tls = listeners[0].tls;
+  const icr::broker::TlsOptions mllp_effective =
+      Resolve("MLLP", "", "", "mllp", mllp_tls, tls).tls;
+  mllp.tls_certificate_file = mllp_effective.certificate_file;
+  mllp.tls_private_key_file = mllp_effective.private_key_file;
+  mllp.tls_client_ca_file = mllp_effective.client_ca_file;
+  const icr::broker::TlsOptions fhir_effective =
+      Resolve("FHIR", "", "", "fhir", fhir_tls, tls).tls;
+  fhir.tls_certificate_file = fhir_effective.certificate_file;
+  fhir.tls_private_key_file = fhir_effective.private_key_file;
+  fhir.tls_client_ca_file = fhir_effective.client_ca_file;
+  if (any_plaintext) {
+    std::fprintf(stderr,
+                 "WARNING: development profile: plaintext on loopback, no client certificates; "
+                 "every caller acts as principal 'local-developer'\n");
+  }
 
   // A closed log pipe or peer socket must not kill the daemon.
   signal(SIGPIPE, SIG_IGN);
@@ -144,6 +287,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::unique_ptr<icr::broker::BrokerServer> server;
@@ -181,16 +325,34 @@ int main(int argc, char** argv) {
   std::string adapters;
   if (mllp_server) {
     adapters += ", HL7 MLLP on port " + std::to_string(mllp_server->port()) +
-                (mllp.tls_certificate_file.empty() ? "" : " (TLS)");
+                SecurityNote(mllp_effective);
   }
-  if (fhir_server) adapters += ", FHIR R4 on port " + std::to_string(fhir_server->port());
+  if (fhir_server) {
+    adapters += ", FHIR R4 on port " + std::to_string(fhir_server->port()) +
+                SecurityNote(fhir_effective);
+  }
   std::fprintf(stderr,
-               "icr-broker %s ready: gRPC on %s (port %d)%s, data in %s, durability %s%s\n",
-               ICR_VERSION, options.listen_address.c_str(), server->port(), adapters.c_str(),
-               options.data_dir.c_str(), durability.c_str(),
-               production ? ", production profile" : ", development profile (plaintext, loopback)");
+               "icr-broker %s ready: gRPC on %s (port %d)%s%s, data in %s, durability %s%s\n",
+               ICR_VERSION, options.listen_address.c_str(), server->port(),
+               SecurityNote(options.tls), adapters.c_str(), options.data_dir.c_str(),
+               durability.c_str(),
+               production      ? ", production profile (mutual TLS)"
+               : any_plaintext ? ", development profile (plaintext, loopback)"
+                               : ", development profile");
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    // SIGHUP: re-read the policy; a bad one is refused and the old one stays.
+    icr::store::Status reloaded = server->ReloadPolicy();
+    if (reloaded.ok()) {
+      std::fprintf(stderr, "icr-broker: SIGHUP: policy reloaded from %s\n",
+                   options.policy_file.c_str());
+    } else {
+      std::fprintf(stderr, "icr-broker: SIGHUP: policy NOT reloaded, the old one stays: %s\n",
+                   reloaded.ToString().c_str());
+    }
+  }
   std::fprintf(stderr, "icr-broker: %s received, shutting down\n",
                signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
   stop_all();

@@ -7,9 +7,18 @@
 //   icrctl flow --from D --to D [--place P]   discharge flow metrics (Workflow/GetFlowMetrics)
 //   icrctl simulate [--seed N] [--days D]     publish a simulated Coventry & Warwickshire stream
 //   icrctl status | subscriptions | parked | replay | delete-subscription
+//   icrctl whoami                             who the broker takes us to be (Governance)
+//   icrctl policy reload                      re-read the broker's policy file
+//   icrctl audit verify | who-saw <nhs>       the audit hash chain; subject access
+//   icrctl retention review | purge           retention review and purge
+//   icrctl legal-hold set <nhs> --reason R | lift <nhs>
 //   icrctl completion bash                    a bash completion script
 //
-// Exit status: 0 success, 1 a request or input failed, 2 a usage error.
+// Global --tls-ca/--tls-cert/--tls-key (env ICR_TLS_CA/_CERT/_KEY) connect
+// over TLS, with a client certificate for mutual TLS (the principal).
+//
+// Exit status: 0 success, 1 a request or input failed, 2 a usage error;
+// `audit verify`: 0 intact, 1 broken, 2 the check could not run.
 // Every failure prints what failed and the next step to take. docs/icrctl.md
 // documents every command with examples.
 //
@@ -61,6 +70,8 @@
 #include "icr/v1/broker.grpc.pb.h"
 #include "icr/v1/broker.pb.h"
 #include "icr/v1/events.pb.h"
+#include "icr/v1/governance.grpc.pb.h"
+#include "icr/v1/governance_types.pb.h"
 #include "icr/v1/workflow.grpc.pb.h"
 
 #ifndef ICR_VERSION
@@ -88,6 +99,13 @@ struct GlobalOptions {
   std::string broker = kDefaultBroker;  // host:port; env ICR_BROKER
   double timeout_s = 10;                // per request
   bool json = false;                    // JSON lines instead of tables
+  // TLS (docs/icrctl.md): file names, env ICR_TLS_CA / ICR_TLS_CERT /
+  // ICR_TLS_KEY. Empty tls_ca: plaintext.
+  std::string tls_ca, tls_cert, tls_key;
+  // Their PEM contents, read by LoadTlsFiles before any request.
+  std::string tls_ca_pem, tls_cert_pem, tls_key_pem;
+  bool tls() const { return !tls_ca.empty(); }
+  bool client_certificate() const { return !tls_cert.empty(); }
 };
 
 struct PublishOptions {
@@ -102,6 +120,8 @@ struct TailOptions {
   uint64_t count = 0;  // 0: no limit
   bool no_ack = false;
   bool heartbeats = false;
+  std::string purpose;      // empty: the broker's default, DIRECT_CARE
+  std::string legal_basis;  // empty: the principal's default from the policy
 };
 
 struct HistoryOptions {
@@ -109,6 +129,7 @@ struct HistoryOptions {
   std::vector<std::string> types;
   std::string from, to;
   uint64_t limit = 0;  // 0: all
+  std::string purpose;  // empty: DIRECT_CARE
 };
 
 struct SubscriptionOptions {
@@ -213,6 +234,35 @@ std::string Advice(const grpc::Status& s, const GlobalOptions& g, const std::str
       const bool not_reached = m.empty() || m.find("connect") != std::string::npos ||
                                m.find("DNS") != std::string::npos ||
                                m.find("resolve") != std::string::npos;
+      if (g.tls() && (m.find("andshake") != std::string::npos ||
+                      m.find("SSL") != std::string::npos ||
+                      m.find("TLS") != std::string::npos ||
+                      m.find("ertificate") != std::string::npos)) {
+        return "the TLS handshake with the broker at " + at + " failed: check that it "
+               "listens with TLS, that --tls-ca (" + g.tls_ca + ") is the CA that signed its "
+               "certificate, and that its certificate names the host in --broker" +
+               (g.client_certificate() ? std::string()
+                                       : "; a broker that requires client certificates needs "
+                                         "--tls-cert and --tls-key for your principal");
+      }
+      // A listener that closes the connection at once: TLS on one side only,
+      // or a client certificate that the broker requires or refuses.
+      if (m.find("Socket closed") != std::string::npos ||
+          m.find("Connection reset") != std::string::npos) {
+        if (!g.tls()) {
+          return "the broker at " + at + " closed the connection: if it listens with TLS, "
+                 "connect with --tls-ca FILE, and --tls-cert/--tls-key for your principal "
+                 "(or ICR_TLS_CA, ICR_TLS_CERT, ICR_TLS_KEY; docs/icrctl.md)";
+        }
+        if (!g.client_certificate()) {
+          return "the broker at " + at + " closed the TLS connection: it probably requires a "
+                 "client certificate; connect with --tls-cert and --tls-key for your principal "
+                 "(or ICR_TLS_CERT, ICR_TLS_KEY)";
+        }
+        return "the broker at " + at + " closed the TLS connection: it may not trust the CA "
+               "that signed " + g.tls_cert + ", or the certificate has expired; check it with "
+               "`openssl x509 -in " + g.tls_cert + " -noout -issuer -enddate`";
+      }
       if (!not_reached) {
         return "the broker at " + at + " is unavailable for now (it may be restarting or "
                "shutting down): run the command again in a moment, or check `icrctl status`";
@@ -243,8 +293,18 @@ std::string Advice(const grpc::Status& s, const GlobalOptions& g, const std::str
       return "the broker at " + at + " does not offer this call: is it an older icr-broker, "
              "or another gRPC server? Check --broker and `icrctl status`";
     case grpc::StatusCode::UNAUTHENTICATED:
+      if (!g.client_certificate()) {
+        return "the broker does not know who you are: connect with --tls-ca, --tls-cert and "
+               "--tls-key (or ICR_TLS_CA, ICR_TLS_CERT, ICR_TLS_KEY) for your principal's "
+               "client certificate (docs/icrctl.md, docs/governance.md)";
+      }
+      return "the broker does not accept the certificate in " + g.tls_cert +
+             " as a principal of its policy: its CN must be a principal's id and its O that "
+             "principal's organisation; ask the broker's operator (docs/governance.md)";
     case grpc::StatusCode::PERMISSION_DENIED:
-      return "the broker refused this client: check its access configuration";
+      return "the policy does not grant this to your principal (`icrctl whoami` shows what "
+             "it grants); ask the broker's operator to change the policy "
+             "(docs/governance.md)";
     case grpc::StatusCode::CANCELLED:
       return "the request was cancelled before it finished; retry it";
     default:
@@ -263,11 +323,70 @@ int ReportRpcFailure(const std::string& what, const grpc::Status& s, const Globa
 // Connection
 // ---------------------------------------------------------------------------
 
+// Reads one PEM file named by `option`; false with a message naming the file
+// when it cannot be read or holds no PEM block of `kind` ("CERTIFICATE",
+// "PRIVATE KEY").
+bool ReadPem(const std::string& option, const std::string& path, const std::string& kind,
+             std::string* out, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = option + ": cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    *error = option + ": cannot read " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  const size_t begin = text.find("-----BEGIN ");
+  const size_t line_end = begin == std::string::npos ? begin : text.find("-----", begin + 11);
+  if (begin == std::string::npos || line_end == std::string::npos ||
+      text.substr(begin, line_end - begin).find(kind) == std::string::npos) {
+    *error = option + ": " + path + " is not a PEM file with a " + kind + " (\"-----BEGIN ..." +
+             kind + "-----\")";
+    return false;
+  }
+  *out = std::move(text);
+  return true;
+}
+
+// Checks the TLS options and reads their files into `g`; false with a
+// message on a usage error.
+bool LoadTlsFiles(GlobalOptions* g, std::string* error) {
+  if (g->tls_cert.empty() != g->tls_key.empty()) {
+    *error = g->tls_cert.empty()
+                 ? "--tls-key " + g->tls_key + " needs --tls-cert, the client certificate it "
+                   "belongs to"
+                 : "--tls-cert " + g->tls_cert + " needs --tls-key, its private key";
+    return false;
+  }
+  if (g->tls_ca.empty()) {
+    if (!g->tls_cert.empty()) {
+      *error = "--tls-cert/--tls-key need --tls-ca, the CA certificate that signed the "
+               "broker's certificate (e.g. ca.pem from deploy/make-test-pki.sh)";
+      return false;
+    }
+    return true;
+  }
+  if (!ReadPem("--tls-ca", g->tls_ca, "CERTIFICATE", &g->tls_ca_pem, error)) return false;
+  if (g->tls_cert.empty()) return true;
+  return ReadPem("--tls-cert", g->tls_cert, "CERTIFICATE", &g->tls_cert_pem, error) &&
+         ReadPem("--tls-key", g->tls_key, "PRIVATE KEY", &g->tls_key_pem, error);
+}
+
+// REQUIRES: LoadTlsFiles succeeded.
 std::shared_ptr<grpc::Channel> MakeChannel(const GlobalOptions& g) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);  // history pages and parked lists may be large
   args.SetMaxSendMessageSize(-1);     // the broker enforces its own limit
-  return grpc::CreateCustomChannel(g.broker, grpc::InsecureChannelCredentials(), args);
+  if (!g.tls()) {
+    return grpc::CreateCustomChannel(g.broker, grpc::InsecureChannelCredentials(), args);
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = g.tls_ca_pem;
+  ssl.pem_cert_chain = g.tls_cert_pem;    // empty: no client certificate
+  ssl.pem_private_key = g.tls_key_pem;
+  return grpc::CreateCustomChannel(g.broker, grpc::SslCredentials(ssl), args);
 }
 
 void SetDeadline(grpc::ClientContext* ctx, const GlobalOptions& g) {
@@ -1376,6 +1495,14 @@ bool BuildSubscribeRequest(const TailOptions& t, icr::v1::SubscribeRequest* r, s
     f->add_priorities(v);
   }
   for (const auto& org : t.orgs) f->add_source_organisations(org);
+  if (!t.purpose.empty()) {
+    icr::v1::Purpose purpose;
+    if (!ParseEnumName(icr::v1::Purpose_descriptor(), t.purpose, "--purpose", &purpose, error)) {
+      return false;
+    }
+    r->set_purpose(purpose);
+  }
+  r->set_legal_basis(t.legal_basis);
   for (const auto& a : t.addressees) {
     const size_t slash = a.find('/');
     auto* team = f->add_addressees();
@@ -1510,6 +1637,13 @@ int RunHistory(const GlobalOptions& g, const HistoryOptions& h) {
   }
   if (!h.to.empty() && !ParseTimeOption("--to", h.to, request.mutable_to(), &error)) {
     return UsageError(error);
+  }
+  if (!h.purpose.empty()) {
+    icr::v1::Purpose purpose;
+    if (!ParseEnumName(icr::v1::Purpose_descriptor(), h.purpose, "--purpose", &purpose, &error)) {
+      return UsageError(error);
+    }
+    request.set_purpose(purpose);
   }
 
   auto stub = icr::v1::Broker::NewStub(MakeChannel(g));
@@ -2314,6 +2448,425 @@ int RunSimulate(const GlobalOptions& g, const SimulateOptions& o) {
 }
 
 // ---------------------------------------------------------------------------
+// Governance: whoami, policy reload, audit, retention, legal-hold
+// (icr.v1.Governance; docs/governance.md)
+// ---------------------------------------------------------------------------
+
+// `audit verify` exits as diff and cmp do: 0 intact, 1 broken, 2 the check
+// could not run (a usage error, or the request failed).
+constexpr int kExitVerifyBroken = 1;
+constexpr int kExitVerifyNotRun = 2;
+
+std::string EnumValueName(const google::protobuf::EnumDescriptor* d, int value) {
+  if (value == 0) return "-";
+  const auto* v = d->FindValueByNumber(value);
+  return v ? v->name() : std::to_string(value);
+}
+
+std::string Hex(const std::string& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+// Event type names, or "all event types" when the list holds every one.
+template <typename Repeated>
+std::string EventTypeList(const Repeated& types) {
+  if (types.empty()) return "none";
+  int all = 0;
+  const auto* d = icr::v1::EventType_descriptor();
+  for (int i = 0; i < d->value_count(); ++i) all += d->value(i)->number() != 0;
+  if (types.size() >= all) return "all event types";
+  std::vector<std::string> names;
+  for (int t : types) names.push_back(EnumValueName(d, t));
+  return Join(names, ", ");
+}
+
+// "name  value" rows; a long value wraps at commas onto indented lines.
+bool PrintRows(const std::vector<std::pair<std::string, std::string>>& rows, size_t width = 16) {
+  constexpr size_t kLine = 100;
+  for (const auto& [key, value] : rows) {
+    std::string line = Pad(key, width);
+    size_t start = 0;
+    while (value.size() - start > kLine - width) {
+      size_t cut = value.rfind(", ", start + kLine - width);
+      if (cut == std::string::npos || cut <= start) break;
+      if (!Out(line + value.substr(start, cut + 1 - start))) return false;
+      line = std::string(width, ' ');
+      start = cut + 2;
+    }
+    if (!Out(line + value.substr(start))) return false;
+  }
+  return true;
+}
+
+// ----- whoami -----
+
+int RunWhoAmI(const GlobalOptions& g) {
+  auto stub = icr::v1::Governance::NewStub(MakeChannel(g));
+  icr::v1::WhoAmIResponse r;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->WhoAmI(&ctx, icr::v1::WhoAmIRequest(), &r);
+  if (!st.ok()) return ReportRpcFailure("whoami", st, g);
+  auto names = [](const google::protobuf::EnumDescriptor* d, const auto& values) {
+    std::vector<std::string> out;
+    for (int v : values) out.push_back(EnumValueName(d, v));
+    return out;
+  };
+  const std::vector<std::string> purposes = names(icr::v1::Purpose_descriptor(), r.purposes());
+  const std::vector<std::string> queries(r.queries().begin(), r.queries().end());
+  const std::vector<std::string> orgs(r.publish_source_organisations().begin(),
+                                      r.publish_source_organisations().end());
+  if (g.json) {
+    // Built by hand so that every field is present, false and 0 included.
+    nlohmann::ordered_json j = {
+        {"broker", g.broker},
+        {"principal", r.principal()},
+        {"organisation", r.organisation()},
+        {"role", r.role()},
+        {"profile", r.profile()},
+        {"authenticated", r.authenticated()},
+        {"publishEventTypes", names(icr::v1::EventType_descriptor(), r.publish_event_types())},
+        {"publishSourceOrganisations", orgs},
+        {"subscribeEventTypes",
+         names(icr::v1::EventType_descriptor(), r.subscribe_event_types())},
+        {"purposes", purposes},
+        {"queries", queries},
+        {"policyVersion", r.policy_version()}};
+    return Out(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace))
+               ? kExitOk
+               : StdoutFailed();
+  }
+  const std::vector<std::pair<std::string, std::string>> rows = {
+      {"broker", g.broker},
+      {"principal", r.principal()},
+      {"organisation", r.organisation()},
+      {"role", r.role()},
+      {"profile", r.profile().empty() ? "-" : r.profile()},
+      {"authenticated", r.authenticated()
+                            ? "yes (client certificate)"
+                            : "no (no client certificate: the development profile)"},
+      {"publishes", EventTypeList(r.publish_event_types())},
+      {"publishes for", r.publish_event_types().empty() || orgs.empty() ? "-"
+                        : orgs == std::vector<std::string>{"*"} ? "any organisation"
+                                                                : Join(orgs, ", ")},
+      {"receives", EventTypeList(r.subscribe_event_types())},
+      {"purposes", purposes.empty() ? "none" : Join(purposes, ", ")},
+      {"queries", queries.empty() ? "none" : Join(queries, ", ")},
+      {"policy version", std::to_string(r.policy_version()) +
+                             (r.authenticated() ? "" : " (the built-in development policy)")},
+  };
+  return PrintRows(rows) ? kExitOk : StdoutFailed();
+}
+
+// ----- policy reload -----
+
+int RunPolicyReload(const GlobalOptions& g) {
+  auto stub = icr::v1::Governance::NewStub(MakeChannel(g));
+  icr::v1::ReloadPolicyResponse r;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->ReloadPolicy(&ctx, icr::v1::ReloadPolicyRequest(), &r);
+  if (!st.ok()) {
+    Err("policy reload failed: " + StatusText(st));
+    const std::string& m = st.error_message();
+    if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {
+      Err("the broker was started without --policy (the development profile's built-in "
+          "policy), so there is no file to reload; restart it with --policy FILE to use one "
+          "(docs/governance.md)");
+    } else if (m.find("policy file") != std::string::npos ||
+               st.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      Err("the broker keeps the policy it had; fix the policy file where the message above "
+          "says (file:line and key), then run `icrctl policy reload` again");
+    } else {
+      Err(Advice(st, g, "policy reload"));
+    }
+    return kExitFailure;
+  }
+  if (g.json) {
+    nlohmann::ordered_json j = {{"policyVersion", r.policy_version()},
+                                {"principals", r.principals()},
+                                {"profiles", r.profiles()}};
+    return Out(j.dump()) ? kExitOk : StdoutFailed();
+  }
+  return Out("policy reloaded: version " + std::to_string(r.policy_version()) + ", " +
+             std::to_string(r.principals()) + " principal(s), " + std::to_string(r.profiles()) +
+             " profile(s)")
+             ? kExitOk
+             : StdoutFailed();
+}
+
+// ----- audit verify -----
+
+int RunAuditVerify(const GlobalOptions& g, bool progress) {
+  auto stub = icr::v1::Governance::NewStub(MakeChannel(g));
+  // No deadline: a long trail takes a while. Ctrl-C cancels the stream.
+  grpc::ClientContext ctx;
+  SignalWatcher::Get().SetHook([&ctx] { ctx.TryCancel(); });
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  StatusLine line(tty || progress, tty);
+  auto reader = stub->VerifyAudit(&ctx, icr::v1::VerifyAuditRequest());
+  icr::v1::VerifyAuditProgress p;
+  std::optional<icr::v1::VerifyAuditProgress> result;
+  while (reader->Read(&p)) {
+    if (p.done()) {
+      result = p;
+      continue;
+    }
+    if (!line.Due(false)) continue;
+    const double secs = line.Seconds();
+    std::string text = "verifying the audit trail: " + WithCommas(p.checked()) + " of " +
+                       WithCommas(p.total()) + " records";
+    if (p.total() > 0) {
+      const double fraction = std::min(1.0, static_cast<double>(p.checked()) / p.total());
+      text += " (" + std::to_string(static_cast<int>(fraction * 100)) + "%";
+      if (fraction > 0 && secs > 0.5) text += ", ETA " + Eta(secs * (1 - fraction) / fraction);
+      text += ")";
+    }
+    line.Show(text);
+  }
+  grpc::Status st = reader->Finish();
+  line.Finish();
+  SignalWatcher::Get().SetHook(nullptr);
+  if (SignalWatcher::Get().interrupted()) {
+    Err("interrupted: the audit trail was not checked to the end");
+    return kExitVerifyNotRun;
+  }
+  if (!st.ok()) {
+    ReportRpcFailure("audit verify", st, g);
+    return kExitVerifyNotRun;
+  }
+  if (!result) {
+    Err("audit verify failed: the broker ended the stream without a result; retry, and if it "
+        "persists report it with the broker's log");
+    return kExitVerifyNotRun;
+  }
+  const std::string head = result->head_hash().empty() ? "-" : Hex(result->head_hash());
+  if (g.json) {
+    nlohmann::ordered_json j = {{"intact", result->intact()}, {"records", result->checked()}};
+    if (result->intact()) {
+      j["headHash"] = head;
+    } else {
+      j["firstBadSequence"] = result->first_bad_sequence();
+      j["problem"] = result->problem();
+    }
+    if (!Out(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace))) {
+      return StdoutFailed();
+    }
+  } else if (result->intact()) {
+    if (!Out("audit trail intact: " + WithCommas(result->checked()) + " records, head " + head)) {
+      return StdoutFailed();
+    }
+  } else {
+    // The problem often starts with "record S: " itself.
+    const std::string at = "record " + std::to_string(result->first_bad_sequence()) + ": ";
+    std::string problem = result->problem();
+    if (problem.rfind(at, 0) == 0) problem.erase(0, at.size());
+    if (!Out("audit trail BROKEN at " + at + problem)) return StdoutFailed();
+  }
+  if (result->intact()) return kExitOk;
+  Err("records before " + std::to_string(result->first_bad_sequence()) +
+      " link up; from it on the trail was edited, reordered or cut short. Keep the broker's "
+      "data directory as it is (a copy is evidence) and tell your information governance "
+      "lead (docs/governance.md, the audit trail)");
+  return kExitVerifyBroken;
+}
+
+// ----- audit who-saw -----
+
+// "3 (12,15,20)": how many events, and their positions (the first few).
+std::string EventsCell(const icr::v1::AuditRecord& r) {
+  const int n = std::max(r.positions_size(), r.event_ids_size());
+  if (n == 0) return "-";
+  std::string cell = std::to_string(n);
+  if (r.positions_size() == 0) return cell;
+  constexpr int kShown = 5;
+  std::vector<std::string> shown;
+  for (int i = 0; i < r.positions_size() && i < kShown; ++i) {
+    shown.push_back(std::to_string(r.positions(i)));
+  }
+  return cell + " (" + Join(shown, ",") + (r.positions_size() > kShown ? ",..." : "") + ")";
+}
+
+int RunWhoSaw(const GlobalOptions& g, const std::string& nhs_in) {
+  std::string nhs, error;
+  if (!NormaliseNhsNumber(nhs_in, &nhs, &error)) return UsageError(error);
+  auto stub = icr::v1::Governance::NewStub(MakeChannel(g));
+  icr::v1::WhoSawRequest request;
+  request.set_nhs_number(nhs);
+  request.set_page_size(1000);
+  std::vector<icr::v1::AuditRecord> records;  // for the table (its widths)
+  uint64_t count = 0;
+  while (true) {
+    icr::v1::WhoSawResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, g);
+    grpc::Status st = stub->WhoSaw(&ctx, request, &response);
+    if (!st.ok()) return ReportRpcFailure("audit who-saw " + nhs, st, g);
+    for (auto& r : *response.mutable_records()) {
+      ++count;
+      if (g.json) {
+        if (!Out(jsonio::EventToJson(r))) return StdoutFailed();
+      } else {
+        records.push_back(std::move(r));
+      }
+    }
+    if (response.next_page_token().empty()) break;
+    request.set_page_token(response.next_page_token());
+  }
+  if (count == 0) {
+    if (!g.json) {
+      Err("no audit records about NHS number " + NhsSpaced(nhs) +
+          ": the broker has shown nobody this person's events");
+    }
+    return kExitOk;
+  }
+  if (g.json) return kExitOk;
+  size_t seq_w = 5, principal_w = 11, role_w = 6, org_w = 5, action_w = 8, purpose_w = 9,
+         events_w = 8;
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& r : records) {
+    rows.push_back({std::to_string(r.sequence()), TimeString(r.at()),
+                    r.principal().empty() ? "-" : r.principal(), r.role().empty() ? "-" : r.role(),
+                    r.organisation().empty() ? "-" : r.organisation(),
+                    EnumValueName(icr::v1::AuditAction_descriptor(), r.action()),
+                    EnumValueName(icr::v1::Purpose_descriptor(), r.purpose()), EventsCell(r),
+                    r.detail().empty() ? "-" : r.detail()});
+    const auto& c = rows.back();
+    seq_w = std::max(seq_w, c[0].size() + 2);
+    principal_w = std::max(principal_w, c[2].size() + 2);
+    role_w = std::max(role_w, c[3].size() + 2);
+    org_w = std::max(org_w, c[4].size() + 2);
+    action_w = std::max(action_w, c[5].size() + 2);
+    purpose_w = std::max(purpose_w, c[6].size() + 2);
+    events_w = std::max(events_w, c[7].size() + 2);
+  }
+  if (!Out(Pad("SEQ", seq_w) + Pad("AT (UTC)", 22) + Pad("PRINCIPAL", principal_w) +
+           Pad("ROLE", role_w) + Pad("ORG", org_w) + Pad("ACTION", action_w) +
+           Pad("PURPOSE", purpose_w) + Pad("EVENTS", events_w) + "DETAIL")) {
+    return StdoutFailed();
+  }
+  for (const auto& c : rows) {
+    if (!Out(Pad(c[0], seq_w) + Pad(c[1], 22) + Pad(c[2], principal_w) + Pad(c[3], role_w) +
+             Pad(c[4], org_w) + Pad(c[5], action_w) + Pad(c[6], purpose_w) +
+             Pad(c[7], events_w) + c[8])) {
+      return StdoutFailed();
+    }
+  }
+  Err(WithCommas(count) + " audit record(s) about NHS number " + NhsSpaced(nhs) +
+      "; --json prints every field (event ids, legal basis, channel)");
+  return kExitOk;
+}
+
+// ----- retention review, purge -----
+
+struct RetentionOptions {
+  std::string as_of;  // empty: now
+};
+
+int RunRetention(const GlobalOptions& g, const RetentionOptions& o, bool purge) {
+  google::protobuf::Timestamp as_of;
+  std::string error;
+  if (!o.as_of.empty() && !ParseTimeOption("--as-of", o.as_of, &as_of, &error)) {
+    return UsageError(error);
+  }
+  auto stub = icr::v1::Governance::NewStub(MakeChannel(g));
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  const std::string when = o.as_of.empty() ? "now" : TimeString(as_of);
+  std::vector<std::pair<std::string, uint64_t>> counts;  // JSON name, value
+  std::vector<std::pair<std::string, std::string>> rows;
+  if (!purge) {
+    icr::v1::ReviewRetentionRequest request;
+    if (!o.as_of.empty()) *request.mutable_as_of() = as_of;
+    icr::v1::ReviewRetentionResponse r;
+    grpc::Status st = stub->ReviewRetention(&ctx, request, &r);
+    if (!st.ok()) return ReportRpcFailure("retention review", st, g);
+    counts = {{"scanned", r.scanned()},
+              {"newlyFlagged", r.newly_flagged()},
+              {"flagged", r.flagged()},
+              {"onHold", r.on_hold()}};
+    rows = {{"as of", when},
+            {"events scanned", WithCommas(r.scanned())},
+            {"newly flagged", WithCommas(r.newly_flagged())},
+            {"flagged in all", WithCommas(r.flagged()) + " (awaiting purge)"},
+            {"on legal hold", WithCommas(r.on_hold()) + " (expired, kept)"}};
+    if (r.flagged() > 0 && !g.json) {
+      Err("flagged events are replaced by metadata stubs by `icrctl retention purge` once the "
+          "review period has passed; place a legal hold (`icrctl legal-hold set`) on anyone "
+          "whose events must be kept");
+    }
+  } else {
+    icr::v1::PurgeRetentionRequest request;
+    if (!o.as_of.empty()) *request.mutable_as_of() = as_of;
+    icr::v1::PurgeRetentionResponse r;
+    grpc::Status st = stub->PurgeRetention(&ctx, request, &r);
+    if (!st.ok()) return ReportRpcFailure("retention purge", st, g);
+    counts = {{"purged", r.purged()},
+              {"held", r.held()},
+              {"awaitingReview", r.awaiting_review()}};
+    rows = {{"as of", when},
+            {"purged", WithCommas(r.purged()) + " (replaced by metadata stubs)"},
+            {"on legal hold", WithCommas(r.held()) + " (flagged, kept)"},
+            {"awaiting review", WithCommas(r.awaiting_review()) + " (review period not over)"}};
+  }
+  if (g.json) {
+    nlohmann::ordered_json j;
+    if (!o.as_of.empty()) j["asOf"] = TimeString(as_of);
+    for (const auto& [k, v] : counts) j[k] = v;
+    return Out(j.dump()) ? kExitOk : StdoutFailed();
+  }
+  return PrintRows(rows) ? kExitOk : StdoutFailed();
+}
+
+// ----- legal-hold set, lift -----
+
+struct LegalHoldOptions {
+  std::string nhs;
+  std::string reason;
+};
+
+int RunLegalHold(const GlobalOptions& g, const LegalHoldOptions& o, bool hold) {
+  std::string nhs, error;
+  if (!NormaliseNhsNumber(o.nhs, &nhs, &error)) return UsageError(error);
+  if (hold && o.reason.find_first_not_of(" \t\r\n") == std::string::npos) {
+    return UsageError("legal-hold set: --reason TEXT is required: say why the events must be "
+                      "kept (e.g. a case or claim reference); it goes into the audit trail");
+  }
+  auto stub = icr::v1::Governance::NewStub(MakeChannel(g));
+  icr::v1::SetLegalHoldRequest request;
+  request.set_nhs_number(nhs);
+  request.set_hold(hold);
+  if (hold) request.set_reason(o.reason);
+  icr::v1::SetLegalHoldResponse response;
+  grpc::ClientContext ctx;
+  SetDeadline(&ctx, g);
+  grpc::Status st = stub->SetLegalHold(&ctx, request, &response);
+  if (!st.ok()) {
+    return ReportRpcFailure(std::string(hold ? "legal-hold set " : "legal-hold lift ") + nhs, st,
+                            g);
+  }
+  if (g.json) {
+    nlohmann::ordered_json j = {{"nhsNumber", nhs}, {"hold", hold}};
+    if (hold) j["reason"] = o.reason;
+    return Out(j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace))
+               ? kExitOk
+               : StdoutFailed();
+  }
+  return Out(hold ? "legal hold placed on " + NhsSpaced(nhs) + ": " + o.reason +
+                        " (retention purge keeps this person's events until it is lifted)"
+                  : "legal hold lifted from " + NhsSpaced(nhs))
+             ? kExitOk
+             : StdoutFailed();
+}
+
+// ---------------------------------------------------------------------------
 // completion bash
 // ---------------------------------------------------------------------------
 
@@ -2335,17 +2888,33 @@ std::vector<std::string> OptionWords(const CLI::App* app) {
   return words;
 }
 
+// Commands with sub-commands (policy, audit, retention, legal-hold) complete
+// their sub-commands, then each sub-command's options.
 std::string BashCompletion(const CLI::App& app) {
   std::vector<std::string> commands;
-  std::string per_command;
+  std::string per_command, groups;
   for (const CLI::App* sub : app.get_subcommands({})) {
     std::vector<std::string> names = {sub->get_name()};
     for (const auto& a : sub->get_aliases()) names.push_back(a);
     for (const auto& n : names) commands.push_back(n);
-    std::string words = Join(OptionWords(sub), " ");
-    per_command += "    " + Join(names, "|") + ") words=\"" +
-                   (sub->get_name() == "completion" ? std::string("bash") : words + " $global") +
-                   "\" ;;\n";
+    const std::vector<const CLI::App*> children = sub->get_subcommands({});
+    if (children.empty()) {
+      std::vector<std::string> patterns;
+      for (const auto& n : names) patterns.push_back("\"" + n + "/\"");
+      std::string words = Join(OptionWords(sub), " ");
+      per_command += "    " + Join(patterns, "|") + ") words=\"" +
+                     (sub->get_name() == "completion" ? std::string("bash") : words + " $global") +
+                     "\" ;;\n";
+      continue;
+    }
+    std::vector<std::string> child_names;
+    for (const CLI::App* child : children) {
+      child_names.push_back(child->get_name());
+      per_command += "    \"" + sub->get_name() + "/" + child->get_name() + "\") words=\"" +
+                     Join(OptionWords(child), " ") + " $global\" ;;\n";
+    }
+    per_command += "    \"" + sub->get_name() + "/\") words=\"" + Join(child_names, " ") + "\" ;;\n";
+    groups += "          " + sub->get_name() + ") subs=\"" + Join(child_names, " ") + "\" ;;\n";
   }
   const std::string global = Join(OptionWords(&app), " ");
   std::string s;
@@ -2356,9 +2925,19 @@ std::string BashCompletion(const CLI::App& app) {
   s += "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n";
   s += "  local commands=\"" + Join(commands, " ") + "\"\n";
   s += "  local global=\"" + global + "\"\n";
-  s += "  local cmd=\"\" i words\n";
+  s += "  local cmd=\"\" sub=\"\" subs=\"\" i w words\n";
   s += "  for ((i = 1; i < COMP_CWORD; i++)); do\n";
-  s += "    case \" $commands \" in *\" ${COMP_WORDS[i]} \"*) cmd=\"${COMP_WORDS[i]}\"; break ;; esac\n";
+  s += "    w=\"${COMP_WORDS[i]}\"\n";
+  s += "    if [[ -z \"$cmd\" ]]; then\n";
+  s += "      case \" $commands \" in *\" $w \"*)\n";
+  s += "        cmd=\"$w\"\n";
+  s += "        case \"$cmd\" in\n";
+  s += groups;
+  s += "        esac ;;\n";
+  s += "      esac\n";
+  s += "    elif [[ -n \"$subs\" && -z \"$sub\" ]]; then\n";
+  s += "      case \" $subs \" in *\" $w \"*) sub=\"$w\" ;; esac\n";
+  s += "    fi\n";
   s += "  done\n";
   s += "  case \"$prev\" in\n";
   s += "    --type) COMPREPLY=($(compgen -W \"" + EnumWords(icr::v1::EventType_descriptor()) +
@@ -2367,7 +2946,10 @@ std::string BashCompletion(const CLI::App& app) {
        "\" -- \"$cur\")); return ;;\n";
   s += "    --priority) COMPREPLY=($(compgen -W \"" + EnumWords(icr::v1::Priority_descriptor()) +
        "\" -- \"$cur\")); return ;;\n";
-  s += "    --file|-f|--mapping|--errors) COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
+  s += "    --purpose) COMPREPLY=($(compgen -W \"" + EnumWords(icr::v1::Purpose_descriptor()) +
+       "\" -- \"$cur\")); return ;;\n";
+  s += "    --file|-f|--mapping|--errors|--tls-ca|--tls-cert|--tls-key) "
+       "COMPREPLY=($(compgen -f -- \"$cur\")); return ;;\n";
   s += "    --format) COMPREPLY=($(compgen -W \"csv\" -- \"$cur\")); return ;;\n";
   s += "    --rate) COMPREPLY=($(compgen -W \"fast realtime\" -- \"$cur\")); return ;;\n";
   s += "    --scenario) COMPREPLY=($(compgen -W \"coventry-2022\" -- \"$cur\")); return ;;\n";
@@ -2376,10 +2958,11 @@ std::string BashCompletion(const CLI::App& app) {
   s += "    --from) [[ \"$cmd\" == tail || \"$cmd\" == subscribe ]] && "
        "COMPREPLY=($(compgen -W \"latest earliest\" -- \"$cur\")); return ;;\n";
   s += "    --broker|--timeout|--batch|--name|--org|--addressee|--nhs|--count|--to|--limit|"
-       "--top|--seed|--days|--start|--admissions-per-day) return ;;\n";
+       "--top|--seed|--days|--start|--admissions-per-day|--as-of|--reason|--legal-basis) "
+       "return ;;\n";
   s += "  esac\n";
-  s += "  case \"$cmd\" in\n";
-  s += "    \"\") words=\"$commands $global\" ;;\n";
+  s += "  case \"$cmd/$sub\" in\n";
+  s += "    \"/\") words=\"$commands $global\" ;;\n";
   s += per_command;
   s += "    *) words=\"$global\" ;;\n";
   s += "  esac\n";
@@ -2394,8 +2977,16 @@ std::string BashCompletion(const CLI::App& app) {
 // ---------------------------------------------------------------------------
 
 int Main(int argc, char** argv) {
+  // gRPC's own error log lines (e.g. "Handshake failed ...") repeat what
+  // icrctl reports with the next step; GRPC_VERBOSITY set by the user wins.
+  setenv("GRPC_VERBOSITY", "NONE", /*overwrite=*/0);
   GlobalOptions g;
   if (const char* env = std::getenv("ICR_BROKER"); env != nullptr && *env != '\0') g.broker = env;
+  if (const char* env = std::getenv("ICR_TLS_CA"); env != nullptr && *env != '\0') g.tls_ca = env;
+  if (const char* env = std::getenv("ICR_TLS_CERT"); env != nullptr && *env != '\0') {
+    g.tls_cert = env;
+  }
+  if (const char* env = std::getenv("ICR_TLS_KEY"); env != nullptr && *env != '\0') g.tls_key = env;
 
   CLI::App app{"icrctl: command-line client of the ICR care-event broker", "icrctl"};
   app.set_version_flag("--version", std::string("icrctl ") + ICR_VERSION);
@@ -2409,6 +3000,16 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(0.1, 86400.0))
       ->type_name("SECONDS");
   app.add_flag("--json", g.json, "Print JSON lines instead of tables");
+  app.add_option("--tls-ca", g.tls_ca,
+                 "Connect over TLS, trusting the broker's certificate if this PEM CA "
+                 "certificate signed it (env ICR_TLS_CA)")
+      ->type_name("FILE");
+  app.add_option("--tls-cert", g.tls_cert,
+                 "PEM client certificate for mutual TLS: its CN is your principal in the "
+                 "broker's policy (env ICR_TLS_CERT; needs --tls-ca and --tls-key)")
+      ->type_name("FILE");
+  app.add_option("--tls-key", g.tls_key, "PEM private key of --tls-cert (env ICR_TLS_KEY)")
+      ->type_name("FILE");
 
   PublishOptions p;
   auto* publish = app.add_subcommand(
@@ -2489,6 +3090,15 @@ int Main(int argc, char** argv) {
   tail->add_flag("--no-ack", t.no_ack, "Durable subscriptions: do not acknowledge (events "
                                        "will be delivered again)");
   tail->add_flag("--heartbeats", t.heartbeats, "Also print heartbeats as {\"heartbeat\":...}");
+  tail->add_option("--purpose", t.purpose,
+                   "Why you receive the events (audited with every delivery): DIRECT_CARE "
+                   "(default), SERVICE_PLANNING, RESEARCH or SERVICE_EVALUATION; beyond direct "
+                   "care, people with a sharing objection or national data opt-out are left out")
+      ->type_name("PURPOSE");
+  tail->add_option("--legal-basis", t.legal_basis,
+                   "The legal basis for --purpose, e.g. \"UK GDPR 6(1)(e), 9(2)(h)\" "
+                   "(default: your principal's, from the policy)")
+      ->type_name("TEXT");
 
   HistoryOptions h;
   auto* history = app.add_subcommand("history", "A person's stored events, oldest first");
@@ -2502,6 +3112,11 @@ int Main(int argc, char** argv) {
   history->add_option("--to", h.to, "Only events that occurred before this time")
       ->type_name("TIME");
   history->add_option("--limit", h.limit, "At most N events (default: all)")->type_name("N");
+  history->add_option("--purpose", h.purpose,
+                      "Why you read the history (audited): DIRECT_CARE (default), "
+                      "SERVICE_PLANNING, RESEARCH or SERVICE_EVALUATION; beyond direct care it "
+                      "is refused for a person with a sharing objection or national data opt-out")
+      ->type_name("PURPOSE");
 
   FlowOptions fl;
   auto* flow = app.add_subcommand(
@@ -2578,6 +3193,67 @@ int Main(int argc, char** argv) {
                                  "Delete a durable subscription and its cursor");
   del->add_option("name", o.name, "Subscription name")->required();
 
+  // Information governance (icr.v1.Governance; docs/governance.md).
+  auto* whoami = app.add_subcommand(
+      "whoami", "Who the broker takes you to be (principal, organisation, role, minimisation "
+                "profile) and what its policy grants you: event types, purposes, queries");
+  auto* policy = app.add_subcommand("policy", "The broker's access policy: policy reload");
+  policy->require_subcommand(1);
+  auto* policy_reload = policy->add_subcommand(
+      "reload", "Make the broker re-read its policy file (as SIGHUP does). A policy with an "
+                "error is refused, naming file:line and key, and the old one stays in force");
+  auto* audit = app.add_subcommand(
+      "audit", "The audit trail: audit verify (its hash chain), audit who-saw (subject access)");
+  audit->require_subcommand(1);
+  bool verify_progress = false;
+  auto* audit_verify = audit->add_subcommand(
+      "verify", "Check the audit trail's hash chain from the first record to the head. Exit "
+                "0: intact; 1: broken (the first bad record is named); 2: could not check");
+  audit_verify->add_flag("--progress", verify_progress,
+                         "Show progress on stderr even when it is not a terminal (a line a "
+                         "second)");
+  std::string who_saw_nhs;
+  auto* who_saw = audit->add_subcommand(
+      "who-saw", "Every audit record about one person, oldest first: who was shown or touched "
+                 "their events, when, in which role and organisation, for what purpose, and "
+                 "what was refused. This answers a subject access request (UK GDPR Article 15) "
+                 "for the broker's part");
+  who_saw->add_option("nhs-number", who_saw_nhs, "NHS number (10 digits, spaces allowed)")
+      ->required();
+  RetentionOptions ro;
+  auto* retention = app.add_subcommand(
+      "retention", "Retention of events (docs/governance.md): retention review, retention purge");
+  retention->require_subcommand(1);
+  auto* retention_review = retention->add_subcommand(
+      "review", "Flag events past their retention period for review (audited) and print the "
+                "counts");
+  retention_review->add_option("--as-of", ro.as_of,
+                               "Judge expiry at this time instead of now (RFC 3339 or "
+                               "YYYY-MM-DD)")
+      ->type_name("TIME");
+  auto* retention_purge = retention->add_subcommand(
+      "purge", "Replace flagged events whose review period has passed by metadata stubs, "
+               "except for people under legal hold (audited); print the counts");
+  retention_purge->add_option("--as-of", ro.as_of,
+                              "Judge the review period at this time instead of now")
+      ->type_name("TIME");
+  LegalHoldOptions lh;
+  auto* legal_hold = app.add_subcommand(
+      "legal-hold", "Keep a person's events from retention purge: legal-hold set, legal-hold "
+                    "lift (both audited)");
+  legal_hold->require_subcommand(1);
+  auto* hold_set = legal_hold->add_subcommand(
+      "set", "Place a legal hold on a person's events: retention purge keeps them until lifted");
+  hold_set->add_option("nhs-number", lh.nhs, "NHS number (10 digits, spaces allowed)")
+      ->required();
+  hold_set->add_option("--reason", lh.reason,
+                       "Why the events must be kept, e.g. a case or claim reference "
+                       "(required; recorded in the audit trail)")
+      ->type_name("TEXT");
+  auto* hold_lift = legal_hold->add_subcommand("lift", "Lift a person's legal hold");
+  hold_lift->add_option("nhs-number", lh.nhs, "NHS number (10 digits, spaces allowed)")
+      ->required();
+
   std::string shell;
   auto* completion = app.add_subcommand("completion", "Print a shell completion script");
   completion->add_option("shell", shell, "Shell: bash")
@@ -2593,7 +3269,12 @@ int Main(int argc, char** argv) {
       "  icrctl flow --from 2022-05-23 --to 2022-06-26 --place coventry\n"
       "  icrctl simulate --seed 7 --days 3\n"
       "  icrctl status\n"
-      "Exit status: 0 success, 1 a request or input failed, 2 a usage error.\n"
+      "  icrctl whoami\n"
+      "  icrctl audit who-saw 9990000018\n"
+      "  icrctl --tls-ca ca.pem --tls-cert icr-operator.pem --tls-key icr-operator.key "
+      "audit verify\n"
+      "Exit status: 0 success, 1 a request or input failed, 2 a usage error;\n"
+      "audit verify: 0 intact, 1 broken, 2 the check could not run.\n"
       "Docs: docs/icrctl.md");
 
   try {
@@ -2603,6 +3284,18 @@ int Main(int argc, char** argv) {
     const std::vector<std::string> rest = app.remaining();
     if (app.get_subcommands().empty() && !rest.empty() && rest.front()[0] != '-') {
       Err("unknown command \"" + rest.front() + "\"; run `icrctl --help` to list the commands");
+      return kExitUsage;
+    }
+    // "icrctl audit" without verify or who-saw.
+    for (const CLI::App* group : {policy, audit, retention, legal_hold}) {
+      if (!group->parsed() || !group->get_subcommands().empty()) continue;
+      std::vector<std::string> names;
+      for (const CLI::App* c : group->get_subcommands({})) names.push_back(c->get_name());
+      const std::string given = !rest.empty() && rest.front()[0] != '-'
+                                    ? "unknown command \"" + rest.front() + "\"; "
+                                    : "";
+      Err(group->get_name() + ": " + given + "give one of its commands: " + Join(names, ", ") +
+          "; see `icrctl " + group->get_name() + " --help`");
       return kExitUsage;
     }
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
@@ -2616,6 +3309,7 @@ int Main(int argc, char** argv) {
     return kExitOk;
   }
   if (g.broker.empty()) return UsageError("--broker: give the broker's host:port");
+  if (std::string error; !LoadTlsFiles(&g, &error)) return UsageError(error);
 
   SignalWatcher::Get().Start();
   if (publish->parsed()) return RunPublish(g, p);
@@ -2629,6 +3323,14 @@ int Main(int argc, char** argv) {
   if (parked->parsed()) return RunParked(g, o);
   if (replay->parsed()) return RunReplay(g, o);
   if (del->parsed()) return RunDeleteSubscription(g, o);
+  if (whoami->parsed()) return RunWhoAmI(g);
+  if (policy_reload->parsed()) return RunPolicyReload(g);
+  if (audit_verify->parsed()) return RunAuditVerify(g, verify_progress);
+  if (who_saw->parsed()) return RunWhoSaw(g, who_saw_nhs);
+  if (retention_review->parsed()) return RunRetention(g, ro, /*purge=*/false);
+  if (retention_purge->parsed()) return RunRetention(g, ro, /*purge=*/true);
+  if (hold_set->parsed()) return RunLegalHold(g, lh, /*hold=*/true);
+  if (hold_lift->parsed()) return RunLegalHold(g, lh, /*hold=*/false);
   return UsageError("no command given");
 }
 

@@ -274,6 +274,8 @@ class WorkflowStateMachine final : public store::StateMachine {
       case CareEvent::kDeathNotification:
       case CareEvent::kNhsNumberMerge:
       case CareEvent::kEncounterCancellation:
+      case CareEvent::kSharingObjection:
+      case CareEvent::kNationalDataOptOut:
         slim = e;  // the fold reads these payloads; small apart from rare free text
         break;
       default:

@@ -385,6 +385,14 @@ void ApplyEventToSummary(const CareEvent& event, CareSummary* summary) {
     case CareEvent::kEncounterCancellation:
       ApplyCancellation(event, summary);
       break;
+    case CareEvent::kSharingObjection:
+      // Set or withdrawn: the latest objection event decides.
+      summary->mutable_flags()->set_sharing_objection(!event.sharing_objection().withdrawn());
+      break;
+    case CareEvent::kNationalDataOptOut:
+      summary->mutable_flags()->set_national_data_opt_out(
+          event.national_data_opt_out().opted_out());
+      break;
     default:
       // MENTAL_HEALTH_EPISODE_START deliberately lands here: its detention
       // status is sensitive and stays out of the summary. The rest carry
@@ -426,6 +434,10 @@ void AbsorbRetiredSummary(const CareSummary& retired, CareSummary* survivor) {
                  .section_117 = flags.section_117(),
                  .safeguarding = flags.safeguarding()},
            survivor);
+  // An objection or opt-out made under either number stands for the person
+  // (withholding is the safe side; a later event under the survivor decides).
+  if (flags.sharing_objection()) survivor->mutable_flags()->set_sharing_objection(true);
+  if (flags.national_data_opt_out()) survivor->mutable_flags()->set_national_data_opt_out(true);
   for (const icr::v1::Code& allergy : retired.allergies()) AddAllergy(allergy, survivor);
   for (const std::string& alert : retired.alerts()) AddAlert(alert, survivor);
   for (const icr::v1::SourceUpdate& update : retired.last_updates()) {

@@ -69,6 +69,9 @@
 //                      and the episode reopened (kept if it matches, else
 //                      {encounter_id, source_organisation}).
 //     TRANSFER         nothing: the previous ward is not known here.
+//   SHARING_OBJECTION  flags.sharing_objection = !withdrawn (the latest
+//                      objection event decides).
+//   NATIONAL_DATA_OPT_OUT  flags.national_data_opt_out = opted_out.
 //   MENTAL_HEALTH_EPISODE_START and every other type: bookkeeping only (the
 //                      episode's detention status is never copied).
 #pragma once

@@ -378,6 +378,29 @@ TEST(SummaryTest, NeedsSetFlagsWhichAreNeverCleared) {
   EXPECT_FALSE(s.has_open_referral()) << "the caller composes open_referral";
 }
 
+TEST(SummaryTest, TheLatestObjectionAndOptOutEventDecideTheirFlags) {
+  v1::CareSummary s = Fold({Event(1, R"(sharing_objection { reason: "no planning use" })"),
+                            Event(2, R"(national_data_opt_out { opted_out: true })")});
+  EXPECT_TRUE(s.flags().sharing_objection());
+  EXPECT_TRUE(s.flags().national_data_opt_out());
+  s = Fold({Event(3, R"(sharing_objection { withdrawn: true })"),
+            Event(4, R"(national_data_opt_out { opted_out: false })")},
+           s);
+  EXPECT_FALSE(s.flags().sharing_objection());
+  EXPECT_FALSE(s.flags().national_data_opt_out());
+  s = Fold({Event(5, R"(sharing_objection { })")}, s);
+  EXPECT_TRUE(s.flags().sharing_objection()) << "an objection made again stands again";
+}
+
+TEST(AbsorbRetiredSummaryTest, AnObjectionUnderEitherNumberStandsForThePerson) {
+  v1::CareSummary retired = Fold({Event(1, R"(sharing_objection { })")});
+  retired.set_nhs_number("9990000026");
+  v1::CareSummary survivor = Fold({Event(2, R"(gp_registration { practice: "M86012" })")});
+  AbsorbRetiredSummary(retired, &survivor);
+  EXPECT_TRUE(survivor.flags().sharing_objection());
+  EXPECT_FALSE(survivor.flags().national_data_opt_out());
+}
+
 TEST(SummaryTest, CarePackageStartsAndEndsByPackageId) {
   v1::CareSummary s = Fold({Event(1, R"(care_package_start {
     package_id: "PKG-1" service_type: HOME_SUPPORT provider: "1-234567890"
@@ -503,6 +526,7 @@ const std::set<int> kTypesWithRules = {
     v1::DISCHARGE_REFERRAL,  v1::PLACEMENT_REQUEST,   v1::CARE_PACKAGE_START,
     v1::CARE_PACKAGE_END,    v1::GP_REGISTRATION,     v1::CARE_SUMMARY_CONTRIBUTION,
     v1::DEATH_NOTIFICATION,  v1::NHS_NUMBER_MERGE,    v1::ENCOUNTER_CANCELLATION,
+    v1::SHARING_OBJECTION,   v1::NATIONAL_DATA_OPT_OUT,
 };
 
 // A realistic payload for each type without a rule, naming the open
@@ -544,7 +568,7 @@ const std::map<int, std::string> kBookkeepingOnly = {
 TEST(SummaryTest, EveryPayloadTypeIsEitherRuledOrBookkeepingOnly) {
   const auto* payload = v1::CareEvent::descriptor()->FindOneofByName("payload");
   ASSERT_NE(payload, nullptr);
-  EXPECT_EQ(payload->field_count(), 29);
+  EXPECT_EQ(payload->field_count(), 31);
   for (int i = 0; i < payload->field_count(); ++i) {
     const int number = payload->field(i)->number();
     EXPECT_NE(kTypesWithRules.count(number) + kBookkeepingOnly.count(number), 0u)
