@@ -4,6 +4,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include "broker/governance/minimise.h"
 #include "broker/governance/scope.h"
 #include "broker/workflow_reader.h"
 
@@ -153,6 +154,22 @@ store::Status AccessControl::CheckPublish(const Caller& caller,
   return {};
 }
 
+store::Status AccessControl::CheckPersonRead(const Caller& caller, std::string_view query,
+                                             const std::string& nhs_number,
+                                             std::string_view what, icr::v1::Purpose* purpose,
+                                             std::string* legal_basis) {
+  store::Status s = RequireQuery(caller, query, nhs_number);
+  if (s.ok()) s = CheckPurpose(caller, purpose, legal_basis, nhs_number);
+  if (s.ok() && !MayDiscloseFor(*purpose, nhs_number)) {
+    s = Deny(caller, nhs_number,
+             store::Status::PermissionDenied(
+                 "the person objected to sharing beyond their direct care, or has a national "
+                 "data opt-out: their " + std::string(what) + " is not disclosed for " +
+                 icr::v1::Purpose_Name(*purpose)));
+  }
+  return s;
+}
+
 bool AccessControl::MayDiscloseFor(icr::v1::Purpose purpose,
                                    const std::string& nhs_number) const {
   if (purpose == icr::v1::DIRECT_CARE || purpose == icr::v1::PURPOSE_UNSPECIFIED) return true;
@@ -171,6 +188,32 @@ const governance::Principal* AccessControl::Current(
   }
   *keep = policy_->Get();
   return (*keep)->Find(id);
+}
+
+CompiledFilter::ScopeFn AccessControl::SubscribeScope(const std::string& principal_id,
+                                                      icr::v1::Purpose purpose) {
+  return [this, id = principal_id, purpose](const icr::v1::CareEvent& event) {
+    std::shared_ptr<const governance::Policy> keep;
+    const governance::Principal* principal = Current(id, &keep);
+    if (principal == nullptr) return false;
+    auto related = [this](const std::string& nhs, const std::string& organisation) {
+      return HasCareRelationshipWithOrganisation(store_, nhs, organisation);
+    };
+    if (!governance::InSubscribeScope(*principal, event, related)) return false;
+    return MayDiscloseFor(purpose, event.nhs_number());
+  };
+}
+
+store::EventPtr MinimisedFor(const governance::Principal* principal, const store::EventPtr& event) {
+  if (principal == nullptr || principal->profile == nullptr || principal->profile->full()) {
+    return event;
+  }
+  auto copy = std::make_shared<store::StoredEvent>();
+  copy->position = event->position;
+  copy->event = event->event;
+  governance::MinimiseEvent(*principal->profile, &copy->event);
+  copy->encoded = copy->event.SerializeAsString();
+  return copy;
 }
 
 store::Status AccessControl::EnterConnection(const Caller& caller) {

@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "broker/filter.h"
 #include "broker/governance/policy.h"
 #include "broker/identity.h"
 #include "icr/v1/events.pb.h"
@@ -71,6 +72,14 @@ class AccessControl {
   store::Status CheckPublish(const Caller& caller, const std::vector<icr::v1::CareEvent>& events,
                              bool batch);
 
+  // A read about one person (`what`: "history", "summary"): the principal
+  // has `query`, may declare the purpose (filled in as CheckPurpose does),
+  // and, for a purpose beyond direct care, the person neither objected nor
+  // opted out. Every refusal is kPermissionDenied with the reason, audited.
+  store::Status CheckPersonRead(const Caller& caller, std::string_view query,
+                                const std::string& nhs_number, std::string_view what,
+                                icr::v1::Purpose* purpose, std::string* legal_basis);
+
   // Whether output for `purpose` may include the person: always for
   // DIRECT_CARE; otherwise not when the person objected to sharing or has a
   // national data opt-out (their care summary's flags).
@@ -91,6 +100,18 @@ class AccessControl {
   // so that a reloaded policy applies at once.
   const governance::Principal* Current(const std::string& id,
                                        std::shared_ptr<const governance::Policy>* keep) const;
+
+  // The access scope of a long-lived subscription (a gRPC Subscribe stream,
+  // a FHIR rest-hook) of principal `principal_id` declaring `purpose`: an
+  // event is in it when the principal of the policy in force when the event
+  // is matched (a reloaded policy applies at once) may receive it
+  // (governance::InSubscribeScope, care relationships read from the store)
+  // and, for a purpose beyond direct care, the person has neither objected
+  // to sharing nor opted out (MayDiscloseFor). Nothing is in the scope of a
+  // principal no longer in the policy. The function may be called from any
+  // thread while this AccessControl lives.
+  CompiledFilter::ScopeFn SubscribeScope(const std::string& principal_id,
+                                         icr::v1::Purpose purpose);
 
   // Connections per principal: a gRPC stream (Subscribe, PublishStream) from
   // a connection (peer address) enters the principal's set of connections;
@@ -114,5 +135,11 @@ class AccessControl {
   // principal id -> peer address -> streams open from it
   std::map<std::string, std::map<std::string, int>> connections_;
 };
+
+// `event` as `principal` may see it: the stored event itself when its
+// profile removes nothing (or there is no principal: no policy), else a copy
+// minimised to the profile (governance::MinimiseEvent) and serialised for it
+// alone.
+store::EventPtr MinimisedFor(const governance::Principal* principal, const store::EventPtr& event);
 
 }  // namespace icr::broker

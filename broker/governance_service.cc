@@ -39,6 +39,18 @@ bool AsOf(const google::protobuf::Timestamp& as_of, bool has, int64_t* micros) {
   return true;
 }
 
+// Identifies an operator of retention (the "retention" query) and reads the
+// time the request judges at; false when refused (answered already).
+template <typename Request>
+bool AdmitRetention(AccessControl* access, grpc::CallbackServerContext* ctx,
+                    grpc::ServerUnaryReactor* reactor, const Request& request, Caller* caller,
+                    int64_t* now) {
+  if (!Admit(access, ctx, reactor, "retention", caller)) return false;
+  if (AsOf(request.as_of(), request.has_as_of(), now)) return true;
+  reactor->Finish(Invalid("as_of: must be a valid timestamp (years 1 to 9999)"));
+  return false;
+}
+
 template <typename Enum>
 void AddAll(bool all, const std::set<int>& values, bool (*valid)(int),
             google::protobuf::RepeatedField<int>* out, int first, int last) {
@@ -261,12 +273,8 @@ grpc::ServerUnaryReactor* GovernanceService::ReviewRetention(
     icr::v1::ReviewRetentionResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
-  if (!Admit(access_, ctx, reactor, "retention", &caller)) return reactor;
   int64_t now = 0;
-  if (!AsOf(request->as_of(), request->has_as_of(), &now)) {
-    reactor->Finish(Invalid("as_of: must be a valid timestamp (years 1 to 9999)"));
-    return reactor;
-  }
+  if (!AdmitRetention(access_, ctx, reactor, *request, &caller, &now)) return reactor;
   governance::RetentionReport report;
   store::Status s = governance::ReviewRetention(
       store_, caller.policy->retention(), now, access_->Record(caller, icr::v1::RETENTION_FLAGGED),
@@ -284,12 +292,8 @@ grpc::ServerUnaryReactor* GovernanceService::PurgeRetention(
     icr::v1::PurgeRetentionResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   Caller caller;
-  if (!Admit(access_, ctx, reactor, "retention", &caller)) return reactor;
   int64_t now = 0;
-  if (!AsOf(request->as_of(), request->has_as_of(), &now)) {
-    reactor->Finish(Invalid("as_of: must be a valid timestamp (years 1 to 9999)"));
-    return reactor;
-  }
+  if (!AdmitRetention(access_, ctx, reactor, *request, &caller, &now)) return reactor;
   governance::RetentionReport report;
   store::Status s = governance::PurgeRetention(
       store_, caller.policy->retention(), now, access_->Record(caller, icr::v1::RETENTION_PURGED),
@@ -313,6 +317,11 @@ grpc::ServerUnaryReactor* GovernanceService::SetLegalHold(
   const std::string nhs = NormaliseNhsNumber(request->nhs_number());
   if (auto p = NhsNumberProblem(nhs); !p.empty()) {
     reactor->Finish(Invalid("nhs_number: " + p));
+    return reactor;
+  }
+  if (request->hold() && request->reason().empty()) {
+    reactor->Finish(Invalid("reason: is required to place a legal hold (say why, e.g. the claim "
+                            "or inquiry reference)"));
     return reactor;
   }
   reactor->Finish(ToGrpc(governance::SetLegalHold(store_, nhs, request->hold(), request->reason(),

@@ -50,6 +50,9 @@ class Ingest {
 
   // The policy check for callers (set once, before the first Publish).
   void SetAccessControl(AccessControl* access) { access_ = access; }
+  // The broker's access control (nullptr: no policy), for adapters that
+  // identify callers beyond Publish (FHIR rest-hook subscriptions).
+  AccessControl* access() const { return access_; }
 
   const ValidationOptions& options() const { return options_; }
   store::EventStore* store() const { return store_; }

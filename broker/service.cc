@@ -529,37 +529,6 @@ std::string Upper(std::string text) {
 // The development profile's principal (plaintext on loopback) acts for anyone.
 bool IsDevelopmentPrincipal(const Caller& caller) { return !caller.identity.authenticated; }
 
-// The access scope of a subscription: what the principal may receive under
-// the policy in force when each event is matched (a reloaded policy applies
-// at once), and, for a purpose beyond direct care, nobody who objected to
-// sharing or opted out.
-CompiledFilter::ScopeFn ScopeFor(AccessControl* access, const Disclosure& d) {
-  return [access, id = d.principal_id(), purpose = d.purpose](const CareEvent& event) {
-    std::shared_ptr<const governance::Policy> keep;
-    const governance::Principal* principal = access->Current(id, &keep);
-    if (principal == nullptr) return false;
-    auto related = [access](const std::string& nhs, const std::string& organisation) {
-      return HasCareRelationshipWithOrganisation(access->store(), nhs, organisation);
-    };
-    if (!governance::InSubscribeScope(*principal, event, related)) return false;
-    return access->MayDiscloseFor(purpose, event.nhs_number());
-  };
-}
-
-// `event` as the principal may see it: the stored event itself when its
-// profile removes nothing, else a minimised copy serialised for it alone.
-store::EventPtr MinimisedFor(const governance::Principal* principal, const store::EventPtr& event) {
-  if (principal == nullptr || principal->profile == nullptr || principal->profile->full()) {
-    return event;
-  }
-  auto copy = std::make_shared<store::StoredEvent>();
-  copy->position = event->position;
-  copy->event = event->event;
-  governance::MinimiseEvent(*principal->profile, &copy->event);
-  copy->encoded = copy->event.SerializeAsString();
-  return copy;
-}
-
 // Audit records for `events` disclosed to `who` by `action`: one record per
 // person, naming each event. Written before anything is sent.
 store::Status AuditDisclosure(AccessControl* access, const Caller& who,
@@ -1246,7 +1215,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
   store::EventStore* store = config_.store;
   auto route = [&](SubscriptionEngine* e) {
     if (request->position_order()) e->DisableLanes();
-    if (config_.access != nullptr) e->SetScope(ScopeFor(config_.access, disclosure));
+    if (config_.access != nullptr) e->SetScope(config_.access->SubscribeScope(disclosure.principal_id(), disclosure.purpose));
     if (!team) return;
     e->SetTeam(*team, [store](const CareEvent& event, const icr::v1::TeamRef& ref) {
       return HasCareRelationship(store, event.nhs_number(), ref);
@@ -1650,15 +1619,8 @@ grpc::ServerUnaryReactor* BrokerService::GetPatientHistory(
   icr::v1::Purpose purpose = request->purpose();
   std::string legal_basis;
   if (AccessControl* access = config_.access) {
-    store::Status s = access->RequireQuery(caller, "patient_history", nhs);
-    if (s.ok()) s = access->CheckPurpose(caller, &purpose, &legal_basis, nhs);
-    if (s.ok() && !access->MayDiscloseFor(purpose, nhs)) {
-      s = access->Deny(caller, nhs,
-                       store::Status::PermissionDenied(
-                           "the person objected to sharing beyond their direct care, or has a "
-                           "national data opt-out: their history is not disclosed for " +
-                           icr::v1::Purpose_Name(purpose)));
-    }
+    store::Status s =
+        access->CheckPersonRead(caller, "patient_history", nhs, "history", &purpose, &legal_basis);
     if (!s.ok()) {
       reactor->Finish(ToGrpc(s));
       return reactor;

@@ -317,6 +317,7 @@ std::string ValidateAndNormaliseEvent(icr::v1::CareEvent* e, int64_t now_micros,
   e->clear_position();
   e->clear_recorded_at();
   e->clear_referral_version();
+  e->clear_purged_at();  // only retention makes stubs
   e->set_event_type(static_cast<icr::v1::EventType>(e->payload_case()));
 
   size_t size = e->ByteSizeLong();

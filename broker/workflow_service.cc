@@ -314,15 +314,8 @@ grpc::ServerUnaryReactor* WorkflowService::GetCareSummary(
   icr::v1::Purpose purpose = request->purpose();
   std::string legal_basis;
   if (access_ != nullptr) {
-    store::Status s = access_->RequireQuery(caller, "care_summary", nhs);
-    if (s.ok()) s = access_->CheckPurpose(caller, &purpose, &legal_basis, nhs);
-    if (s.ok() && !access_->MayDiscloseFor(purpose, nhs)) {
-      s = access_->Deny(caller, nhs,
-                        store::Status::PermissionDenied(
-                            "the person objected to sharing beyond their direct care, or has a "
-                            "national data opt-out: their summary is not disclosed for " +
-                            icr::v1::Purpose_Name(purpose)));
-    }
+    store::Status s =
+        access_->CheckPersonRead(caller, "care_summary", nhs, "summary", &purpose, &legal_basis);
     if (!s.ok()) {
       reactor->Finish(ToGrpc(s));
       return reactor;
@@ -384,6 +377,39 @@ grpc::ServerUnaryReactor* WorkflowService::GetFlowMetrics(
     return reactor;
   }
   *response = workflow::ComputeFlowMetrics(referrals, from, to, request->place(), NowMicros());
+  if (access_ != nullptr) {
+    // The drill-down names people: purpose-checked, filtered for purposes
+    // beyond direct care, and audited (one record per person) before it is
+    // answered.
+    icr::v1::Purpose purpose = request->purpose();
+    std::string legal_basis;
+    if (store::Status ps = access_->CheckPurpose(caller, &purpose, &legal_basis); !ps.ok()) {
+      response->Clear();
+      reactor->Finish(ToGrpc(ps));
+      return reactor;
+    }
+    auto* rows = response->mutable_awaiting_discharge();
+    if (purpose != icr::v1::DIRECT_CARE) {
+      rows->erase(std::remove_if(rows->begin(), rows->end(),
+                                 [&](const icr::v1::AwaitingDischarge& row) {
+                                   return !access_->MayDiscloseFor(purpose, row.nhs_number());
+                                 }),
+                  rows->end());
+    }
+    std::vector<icr::v1::AuditRecord> records;
+    for (const auto& row : *rows) {
+      records.push_back(access_->Record(caller, icr::v1::REFERRAL_READ));
+      records.back().set_nhs_number(row.nhs_number());
+      records.back().set_purpose(purpose);
+      records.back().set_legal_basis(legal_basis);
+      records.back().set_detail("flow metrics, awaiting discharge: referral " + row.referral_id());
+    }
+    if (store::Status as = access_->Audit(std::move(records)); !as.ok()) {
+      response->Clear();
+      reactor->Finish(ToGrpc(as));
+      return reactor;
+    }
+  }
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

@@ -6,8 +6,9 @@
 #      the run: UBSan is built not to recover, ASan stops at its first error.
 #   2. TSan: the concurrent core without gRPC, in build-tsan: the store's
 #      group-commit writer (many callers, one writer thread, RocksDB's
-#      background threads, power cuts mid-write), the delivery engine and the
-#      routing index. gRPC and Abseil come from Debian uninstrumented: a test
+#      background threads, power cuts mid-write), the audit trail's chain
+#      (concurrent appends, its sync thread), the delivery engine, the routing
+#      index and policy reloads under readers. gRPC and Abseil come from Debian uninstrumented: a test
 #      through gRPC gets thousands of reports from inside them (measured:
 #      3,429 in broker_e2e_test, all in absl GraphCycles and gRPC's event
 #      engine), and suppressing by gRPC frames would hide our own races in
@@ -34,7 +35,8 @@ fi
 if [ "$which" = both ] || [ "$which" = tsan ]; then
   dir="${ICR_TSAN_BUILD_DIR:-build-tsan}"
   tests=(icr_store_keys_test icr_store_rocksdb_store_test icr_store_fault_test
-         icr_store_corruption_test delivery_test routing_test)
+         icr_store_corruption_test icr_store_audit_test delivery_test routing_test
+         governance_policy_test)
   echo "== TSan: building $dir (${tests[*]})"
   cmake -S . -B "$dir" "${common[@]}" -DICR_SANITIZE=OFF -DICR_TSAN=ON >/dev/null
   cmake --build "$dir" -j"$JOBS" --target "${tests[@]}"

@@ -501,6 +501,10 @@ class RocksDbStore final : public EventStore {
   Status AuditWrite(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
                     std::string_view what);
   void AuditSyncLoop();
+  // Takes db_mu_ and audit_db_mu_ shared for a read of the audit trail; not
+  // OK when the store is closed or the audit database is being reopened.
+  Status LockAuditForRead(std::shared_lock<std::shared_mutex>* db,
+                          std::shared_lock<std::shared_mutex>* audit);
 
   void WriterLoop();
   void CommitGroup(std::vector<PendingCall>* group, std::mt19937_64* rng);
@@ -1907,6 +1911,17 @@ void RocksDbStore::AuditSyncLoop() {
   }
 }
 
+Status RocksDbStore::LockAuditForRead(std::shared_lock<std::shared_mutex>* db,
+                                      std::shared_lock<std::shared_mutex>* audit) {
+  *db = std::shared_lock<std::shared_mutex>(db_mu_);
+  if (!db_) return Closed();
+  *audit = std::shared_lock<std::shared_mutex>(audit_db_mu_);
+  if (!audit_db_) {
+    return Status::Unavailable("the audit trail is being reopened after a failed write; retry");
+  }
+  return Status::Ok();
+}
+
 Status RocksDbStore::RecoverAuditHead() {
   std::lock_guard lk(audit_mu_);
   return RecoverAuditHeadLocked();
@@ -2015,12 +2030,8 @@ Status RocksDbStore::ReadAudit(uint64_t from, size_t max,
                                std::vector<icr::v1::AuditRecord>* out) {
   out->clear();
   if (max == 0) return Status::Ok();
-  std::shared_lock lk(db_mu_);
-  if (!db_) return Closed();
-  std::shared_lock audit_lk(audit_db_mu_);
-  if (!audit_db_) {
-    return Status::Unavailable("the audit trail is being reopened after a failed write; retry");
-  }
+  std::shared_lock<std::shared_mutex> lk, audit_lk;
+  if (Status open = LockAuditForRead(&lk, &audit_lk); !open.ok()) return open;
   const std::string upper(1, static_cast<char>(kAuditRecordTag + 1));
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
@@ -2055,12 +2066,8 @@ Status RocksDbStore::ReadAudit(uint64_t from, size_t max,
 Status RocksDbStore::VerifyAudit(const std::function<void(uint64_t, uint64_t)>& progress,
                                  AuditVerifyResult* result) {
   *result = AuditVerifyResult();
-  std::shared_lock lk(db_mu_);
-  if (!db_) return Closed();
-  std::shared_lock audit_lk(audit_db_mu_);
-  if (!audit_db_) {
-    return Status::Unavailable("the audit trail is being reopened after a failed write; retry");
-  }
+  std::shared_lock<std::shared_mutex> lk, audit_lk;
+  if (Status open = LockAuditForRead(&lk, &audit_lk); !open.ok()) return open;
   // One consistent view: appends may go on meanwhile.
   rocksdb::ManagedSnapshot snapshot(audit_db_.get());
   rocksdb::ReadOptions ro;
@@ -2191,12 +2198,8 @@ Status RocksDbStore::AuditForPerson(const std::string& nhs_number, uint64_t afte
   out->clear();
   if (nhs_number.empty()) return Status::InvalidArgument("nhs_number is empty");
   if (max == 0 || after == UINT64_MAX) return Status::Ok();
-  std::shared_lock lk(db_mu_);
-  if (!db_) return Closed();
-  std::shared_lock audit_lk(audit_db_mu_);
-  if (!audit_db_) {
-    return Status::Unavailable("the audit trail is being reopened after a failed write; retry");
-  }
+  std::shared_lock<std::shared_mutex> lk, audit_lk;
+  if (Status open = LockAuditForRead(&lk, &audit_lk); !open.ok()) return open;
   rocksdb::ManagedSnapshot snapshot(audit_db_.get());
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot.snapshot();

@@ -230,10 +230,11 @@ class EventStore {
   // appended before: it assigns each its sequence (1, 2, 3, ...), `at` when
   // unset, and previous_hash (SHA-256 of the previous record's stored bytes;
   // 32 zero bytes for the first), and fills them in. Records naming an NHS
-  // number are also indexed by it (AuditForPerson). The write goes to the
-  // WAL before it returns (synced with the next synced write; in kSync
-  // durability every later publish syncs it). Not OK: nothing of the call
-  // was stored, and the caller must not disclose what it audits.
+  // number are also indexed by it (AuditForPerson). The trail is its own
+  // database (<data_dir>/audit, its own WAL): the write reaches that WAL
+  // before it returns, never waiting for the event log's fsync, and is
+  // synced within about 100 ms. Not OK: nothing of the call was stored, and
+  // the caller must not disclose what it audits.
   virtual Status AppendAudit(std::vector<icr::v1::AuditRecord>* records) {
     (void)records;
     return Status(StatusCode::kUnavailable, "this store keeps no audit trail");

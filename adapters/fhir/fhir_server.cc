@@ -33,6 +33,7 @@
 #include "adapters/fhir/fhir_mapping.h"
 #include "adapters/fhir/operation_outcome.h"
 #include "adapters/fhir/resthook.h"
+#include "broker/access.h"
 #include "broker/identity.h"
 #include "broker/ingest.h"
 #include "broker/tls.h"
@@ -706,8 +707,19 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
 
   // --- rest-hook subscriptions ---------------------------------------------------
 
+  // A refusal of the policy (kUnauthenticated: 401 "login";
+  // kPermissionDenied: 403 "forbidden"), already audited.
+  void FailDenied(const store::Status& s) {
+    const bool denied = s.code() == store::StatusCode::kPermissionDenied;
+    Fail(denied ? http::status::forbidden : http::status::unauthorized,
+         {Issue(denied ? IssueType::kForbidden : IssueType::kLogin,
+                (denied ? "not permitted: " : "not authenticated: ") + s.message())});
+  }
+
   // POST /fhir/r4/Subscription creates a rest-hook from a backport-style
-  // Subscription; DELETE /fhir/r4/Subscription/<id> removes it.
+  // Subscription, owned by the caller's principal (its scope, profile and
+  // audit identity; purpose DIRECT_CARE); DELETE /fhir/r4/Subscription/<id>
+  // removes it (its owner, or a principal with the "subscriptions" query).
   template <class Request>
   void HandleSubscription(const Request& req, std::string_view path) {
     RestHookManager* hooks = options().resthooks;
@@ -717,8 +729,31 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
                          "rest-hook subscriptions are not enabled on this endpoint")});
     }
     const std::string id(path.size() > 22 ? path.substr(22) : std::string_view());
-    if (req.method() == http::verb::delete_) {
-      if (id.empty()) return MethodNotAllowed("POST");
+    const bool is_delete = req.method() == http::verb::delete_;
+    if (is_delete ? id.empty() : (req.method() != http::verb::post || !id.empty())) {
+      return MethodNotAllowed(id.empty() ? "POST" : "DELETE");
+    }
+    // Who asks: the connection's certificate, under the policy in force.
+    broker::AccessControl* access = core_->ingest->access();
+    broker::Caller caller;
+    if (access != nullptr) {
+      if (store::Status s = access->Identify(identity_, &caller); !s.ok()) return FailDenied(s);
+    }
+    if (is_delete) {
+      if (access != nullptr) {
+        RestHookSubscription existing;
+        store::Status got = hooks->Get(id, &existing);
+        if (got.ok() && existing.owner != caller.principal->id &&
+            !caller.principal->HasQuery("subscriptions")) {
+          return FailDenied(access->Deny(
+              caller, "",
+              store::Status::PermissionDenied(
+                  "rest-hook subscription '" + id + "' belongs to principal '" +
+                  (existing.owner.empty() ? std::string("(none)") : existing.owner) +
+                  "'; only its owner or a principal with the 'subscriptions' query may "
+                  "delete it")));
+        }
+      }
       store::Status s = hooks->Delete(id);
       if (s.code() == store::StatusCode::kNotFound) {
         return Fail(http::status::not_found,
@@ -730,9 +765,6 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
       Response res{http::status::no_content, version_};
       return Send(std::move(res));
     }
-    if (req.method() != http::verb::post || !id.empty()) {
-      return MethodNotAllowed(id.empty() ? "POST" : "DELETE");
-    }
     if (auto problem = MediaTypeProblem(View(req[http::field::content_type])); !problem.empty()) {
       return Fail(http::status::unsupported_media_type,
                   {Issue(IssueType::kNotSupported, std::move(problem))});
@@ -740,6 +772,17 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
     RestHookSubscription sub;
     std::string expression;
     store::Status s = SubscriptionFromFhirJson(req.body(), &sub, &expression);
+    if (s.ok() && access != nullptr) {
+      // Rest-hooks are for direct care; the principal's legal basis.
+      sub.owner = caller.principal->id;
+      sub.purpose = icr::v1::DIRECT_CARE;
+      sub.legal_basis.clear();
+      if (store::Status p = access->CheckPurpose(caller, &sub.purpose, &sub.legal_basis);
+          !p.ok()) {
+        if (p.code() == store::StatusCode::kPermissionDenied) return FailDenied(p);
+        s = p;
+      }
+    }
     if (s.ok()) {
       if (sub.name.empty()) sub.name = "fhir-" + std::to_string(NowMicros());
       s = hooks->Create(sub);

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "adapters/fhir/resthook_fhir.h"
+#include "broker/access.h"
 #include "broker/delivery.h"
 #include "broker/hub.h"
 #include "broker/timestamp.h"
@@ -42,6 +43,11 @@ constexpr char kRecordFormat[] = "icr-resthook-1";
 // family and parses SubscriptionState (gRPC ListSubscriptions) skips
 // rest-hook definitions instead of misreading them.
 constexpr char kRecordMagic[] = "v1";
+// The audit channel of rest-hook deliveries.
+constexpr char kAuditChannel[] = "fhir-resthook";
+// Who owns a definition stored before rest-hooks had owners, when the broker
+// allows development callers.
+constexpr char kDevelopmentPrincipal[] = "local-developer";
 
 std::string RecordName(const std::string& name) { return kRestHookRecordPrefix + name; }
 
@@ -67,6 +73,9 @@ std::string EncodeRecord(const RestHookSubscription& def, uint64_t events_since_
   j["max_events_per_notification"] = def.max_events_per_notification;
   j["content"] = def.content;
   j["events_since_subscription_start"] = events_since_start;
+  j["owner"] = def.owner;
+  j["purpose"] = icr::v1::Purpose_Name(def.purpose);
+  j["legal_basis"] = def.legal_basis;
   return kRecordMagic + j.dump();
 }
 
@@ -98,6 +107,17 @@ Status DecodeRecord(const std::string& bytes, RestHookSubscription* def,
     def->max_events_per_notification = j.at("max_events_per_notification").get<uint32_t>();
     def->content = j.at("content").get<std::string>();
     *events_since_start = j.at("events_since_subscription_start").get<uint64_t>();
+    // Absent from definitions stored before rest-hooks had owners.
+    def->owner = j.value("owner", "");
+    def->purpose = icr::v1::DIRECT_CARE;
+    if (const std::string purpose = j.value("purpose", ""); !purpose.empty()) {
+      icr::v1::Purpose parsed;
+      if (!icr::v1::Purpose_Parse(purpose, &parsed) || parsed == icr::v1::PURPOSE_UNSPECIFIED) {
+        return Status::Corruption("rest-hook record: purpose '" + purpose + "' is not known");
+      }
+      def->purpose = parsed;
+    }
+    def->legal_basis = j.value("legal_basis", "");
   } catch (const std::exception& e) {
     return Status::Corruption(std::string("rest-hook record: ") + e.what());
   }
@@ -116,11 +136,12 @@ class RestHookSession final : public broker::Session,
                               public std::enable_shared_from_this<RestHookSession> {
  public:
   RestHookSession(asio::io_context& io, broker::Hub* hub, store::EventStore* store,
-                  const RestHookOptions& options, RestHookSubscription def, Endpoint url,
-                  uint64_t events_since_start)
+                  broker::AccessControl* access, const RestHookOptions& options,
+                  RestHookSubscription def, Endpoint url, uint64_t events_since_start)
       : io_(io),
         hub_(hub),
         store_(store),
+        access_(access),
         options_(options),
         def_(std::move(def)),
         url_(std::move(url)),
@@ -138,7 +159,7 @@ class RestHookSession final : public broker::Session,
                                               store::EventStore* store,
                                               const RestHookOptions& options,
                                               RestHookSubscription def, std::string why) {
-    auto s = std::make_shared<RestHookSession>(io, hub, store, options, std::move(def),
+    auto s = std::make_shared<RestHookSession>(io, hub, store, nullptr, options, std::move(def),
                                                Endpoint{}, 0);
     s->stopped_ = true;
     s->status_ = "off";
@@ -171,6 +192,11 @@ class RestHookSession final : public broker::Session,
     // priority lanes would lose urgent events there (docs/adapters/
     // fhir-subscriptions.md).
     engine->DisableLanes();
+    // Only what the owner may receive under the policy in force.
+    if (access_ != nullptr) {
+      scope_ = access_->SubscribeScope(def_.owner, def_.purpose);
+      engine->SetScope(scope_);
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       engine_ = std::move(engine);
@@ -292,6 +318,10 @@ class RestHookSession final : public broker::Session,
 
   void Pump() {
     if (posting_ || !batch_.empty() || Stopped()) return;
+    if (!OwnerPresent()) {
+      ScheduleRetry(Backoff(++held_), [this] { Pump(); });
+      return;
+    }
     Status s;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -317,6 +347,34 @@ class RestHookSession final : public broker::Session,
   }
 
   void SendBatch() {
+    std::vector<store::EventPtr> shown = batch_;
+    if (access_ != nullptr) {
+      // The owner of the policy in force now decides: whether anything is
+      // sent, which of the pending events (the policy may have been
+      // reloaded since they were taken), and what is shown of them; the
+      // audit record is written before the POST.
+      std::shared_ptr<const broker::governance::Policy> keep;
+      const broker::governance::Principal* owner = access_->Current(def_.owner, &keep);
+      if (owner == nullptr) {
+        OwnerGone();
+        ScheduleRetry(Backoff(++held_), [this] { SendBatch(); });
+        return;
+      }
+      if (!DropOutOfScope()) return;  // none left: Pump() ran
+      std::string problem = AuditBatch(*owner);
+      if (!problem.empty()) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          status_ = "error";
+          last_error_ = std::move(problem);
+        }
+        ScheduleRetry(Backoff(++held_), [this] { SendBatch(); });
+        return;
+      }
+      held_ = 0;
+      shown.clear();
+      for (const auto& e : batch_) shown.push_back(broker::MinimisedFor(owner, e));
+    }
     std::string body;
     std::string status;
     {
@@ -331,7 +389,7 @@ class RestHookSession final : public broker::Session,
     info.events_since_subscription_start = events_since_start_ + batch_.size();
     info.content = def_.content;
     info.now_micros = broker::NowMicros();
-    body = BuildNotificationBundle(info, batch_);
+    body = BuildNotificationBundle(info, shown);
     Post(std::move(body), [this](bool ok, std::string error) { OnBatchDone(ok, std::move(error)); });
   }
 
@@ -374,6 +432,94 @@ class RestHookSession final : public broker::Session,
       return;
     }
     ScheduleRetry(Backoff(failures_), [this] { SendBatch(); });
+  }
+
+  // --- governance (io thread) ---
+
+  // Whether the owner is a principal of the policy in force (always without
+  // an AccessControl); if not, status "error" saying so. Clears that error
+  // once the owner is back.
+  bool OwnerPresent() {
+    if (access_ == nullptr) return true;
+    std::shared_ptr<const broker::governance::Policy> keep;
+    if (access_->Current(def_.owner, &keep) == nullptr) {
+      OwnerGone();
+      return false;
+    }
+    if (owner_gone_) {
+      owner_gone_ = false;
+      held_ = 0;
+      std::lock_guard<std::mutex> lock(mu_);
+      if (status_ == "error") {
+        status_ = "active";
+        last_error_.clear();
+      }
+    }
+    return true;
+  }
+
+  void OwnerGone() {
+    owner_gone_ = true;
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = "error";
+    last_error_ = "owner '" + def_.owner +
+                  "' is not a principal of the policy in force: nothing is sent (events wait "
+                  "in flight) until the policy has it again, or delete this rest-hook";
+  }
+
+  // Acknowledges (without sending) the pending events the owner may no
+  // longer receive. False when none is left (Pump() has run).
+  bool DropOutOfScope() {
+    std::vector<store::EventPtr> keep;
+    std::vector<uint64_t> dropped;
+    for (const auto& e : batch_) {
+      if (scope_ && !scope_(e->event)) {
+        dropped.push_back(e->position);
+      } else {
+        keep.push_back(e);
+      }
+    }
+    if (dropped.empty()) return true;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopped_) return false;
+      engine_->Ack(dropped);
+      in_flight_snapshot_ = static_cast<uint32_t>(keep.size());
+    }
+    batch_ = std::move(keep);
+    if (!batch_.empty()) return true;
+    failures_ = 0;
+    Pump();
+    return false;
+  }
+
+  // Audits the disclosure of batch_ to `owner` (DELIVERED, one record per
+  // person). "" when written, else why nothing may be sent.
+  std::string AuditBatch(const broker::governance::Principal& owner) {
+    std::vector<icr::v1::AuditRecord> records;
+    std::map<std::string, size_t> by_person;
+    for (const auto& e : batch_) {
+      const icr::v1::CareEvent& event = e->event;
+      auto [it, added] = by_person.emplace(event.nhs_number(), records.size());
+      if (added) {
+        icr::v1::AuditRecord& r = records.emplace_back();
+        r.set_principal(owner.id);
+        r.set_role(owner.role);
+        r.set_organisation(owner.organisation);
+        r.set_channel(kAuditChannel);
+        r.set_action(icr::v1::DELIVERED);
+        r.set_nhs_number(event.nhs_number());
+        r.set_purpose(def_.purpose);
+        r.set_legal_basis(def_.legal_basis);
+        r.set_detail("rest-hook " + def_.name);
+      }
+      icr::v1::AuditRecord& r = records[it->second];
+      r.add_event_ids(event.event_id());
+      r.add_positions(e->position);
+    }
+    Status s = access_->Audit(std::move(records));
+    if (s.ok()) return {};
+    return "audit: " + s.message();
   }
 
   // Parks what is left of the batch; on a store error tries again later.
@@ -460,8 +606,10 @@ class RestHookSession final : public broker::Session,
   }
 
   void OnHeartbeatDue() {
-    if (posting_ || !batch_.empty()) {
-      ArmHeartbeat();  // a notification is pending: that is our sign of life
+    if (posting_ || !batch_.empty() || !OwnerPresent()) {
+      // A notification is pending (that is our sign of life), or the owner
+      // is gone (nothing is sent).
+      ArmHeartbeat();
       return;
     }
     NotificationInfo info;
@@ -628,9 +776,11 @@ class RestHookSession final : public broker::Session,
   asio::io_context& io_;
   broker::Hub* hub_;
   store::EventStore* store_;
+  broker::AccessControl* const access_;  // nullptr: no policy
   const RestHookOptions options_;
   const RestHookSubscription def_;
   const Endpoint url_;
+  broker::CompiledFilter::ScopeFn scope_;  // set by Begin (with access_)
 
   // Guarded by mu_ (read by other threads).
   std::mutex mu_;
@@ -650,6 +800,8 @@ class RestHookSession final : public broker::Session,
   uint64_t events_since_start_;
   std::vector<store::EventPtr> batch_;  // the pending notification's events
   uint32_t failures_ = 0;               // failed POSTs of batch_
+  uint32_t held_ = 0;                   // sends held back (owner gone, audit failed)
+  bool owner_gone_ = false;
   bool posting_ = false;
   bool connected_ = false;
   bool timed_out_ = false;
@@ -675,8 +827,13 @@ class RestHookSession final : public broker::Session,
 
 class RestHookManagerImpl final : public RestHookManager {
  public:
-  RestHookManagerImpl(broker::Hub* hub, store::EventStore* store, RestHookOptions options)
-      : hub_(hub), store_(store), options_(std::move(options)), work_(io_.get_executor()) {}
+  RestHookManagerImpl(broker::Hub* hub, store::EventStore* store, broker::AccessControl* access,
+                      RestHookOptions options)
+      : hub_(hub),
+        store_(store),
+        access_(access),
+        options_(std::move(options)),
+        work_(io_.get_executor()) {}
 
   ~RestHookManagerImpl() override { Stop(); }
 
@@ -702,6 +859,30 @@ class RestHookManagerImpl final : public RestHookManager {
                                                    "stored definition: " + d.ToString());
         continue;
       }
+      if (access_ != nullptr && def.owner.empty()) {
+        // Stored before rest-hooks had owners.
+        if (access_->allow_development()) {
+          def.owner = kDevelopmentPrincipal;
+          std::fprintf(stderr,
+                       "icr-resthook: rest-hook '%s' was stored without an owner; it is owned by "
+                       "'%s' (the development profile)\n",
+                       def.name.c_str(), kDevelopmentPrincipal);
+        } else {
+          std::fprintf(stderr,
+                       "icr-resthook: ALERT: rest-hook '%s' was stored before rest-hooks had "
+                       "owners and is not resumed (nothing is sent to %s): delete it (DELETE "
+                       "/fhir/r4/Subscription/%s, as a principal with the 'subscriptions' "
+                       "query) and let its subscriber create it again with its own client "
+                       "certificate\n",
+                       def.name.c_str(), def.endpoint.c_str(), def.name.c_str());
+          std::lock_guard<std::mutex> lock(mu_);
+          sessions_[def.name] = RestHookSession::Off(
+              io_, hub_, store_, options_, def,
+              "no owner: stored before rest-hooks had owners; delete it and create it again "
+              "with the subscriber's client certificate");
+          continue;
+        }
+      }
       Endpoint url;
       std::string problem = ParseEndpoint(def.endpoint, &url);
       if (!problem.empty()) {
@@ -710,8 +891,8 @@ class RestHookManagerImpl final : public RestHookManager {
             RestHookSession::Off(io_, hub_, store_, options_, def, "endpoint: " + problem);
         continue;
       }
-      auto session =
-          std::make_shared<RestHookSession>(io_, hub_, store_, options_, def, url, count);
+      auto session = std::make_shared<RestHookSession>(io_, hub_, store_, access_, options_, def,
+                                                       url, count);
       if (!session->Claim()) {
         std::lock_guard<std::mutex> lock(mu_);
         sessions_[def.name] = RestHookSession::Off(
@@ -756,6 +937,16 @@ class RestHookManagerImpl final : public RestHookManager {
 
   Status Create(const RestHookSubscription& sub) override {
     if (auto p = ValidateRestHook(sub); !p.empty()) return Status::InvalidArgument(p);
+    if (access_ != nullptr) {
+      std::shared_ptr<const broker::governance::Policy> keep;
+      if (sub.owner.empty()) {
+        return Status::InvalidArgument("owner: is required (the creating caller's principal)");
+      }
+      if (access_->Current(sub.owner, &keep) == nullptr) {
+        return Status::InvalidArgument("owner: '" + sub.owner +
+                                       "' is not a principal of the policy in force");
+      }
+    }
     Endpoint url;
     ParseEndpoint(sub.endpoint, &url);
     const RestHookSubscription& def = sub;
@@ -782,7 +973,8 @@ class RestHookManagerImpl final : public RestHookManager {
     }
     if (got.code() != store::StatusCode::kNotFound) return got;
 
-    auto session = std::make_shared<RestHookSession>(io_, hub_, store_, options_, def, url, 0);
+    auto session =
+        std::make_shared<RestHookSession>(io_, hub_, store_, access_, options_, def, url, 0);
     if (!session->Claim()) {
       return Status::FailedPrecondition("name: '" + def.name +
                                         "' is held by a connected gRPC stream");
@@ -870,6 +1062,11 @@ class RestHookManagerImpl final : public RestHookManager {
     state->set_ack_timeout_ms(kEngineAckTimeoutMs);
     state->set_max_attempts(def.max_attempts);
     state->set_max_in_flight(EngineWindow(def));
+    // gRPC ListSubscriptions, ListParked, ReplayParked and
+    // DeleteSubscription apply the owner's rights to the rest-hook too.
+    state->set_owner(def.owner);
+    state->set_purpose(def.purpose);
+    state->set_legal_basis(def.legal_basis);
   }
 
   // Runs StopOnIo for each on the io thread and waits.
@@ -888,6 +1085,7 @@ class RestHookManagerImpl final : public RestHookManager {
 
   broker::Hub* hub_;
   store::EventStore* store_;
+  broker::AccessControl* const access_;
   const RestHookOptions options_;
   asio::io_context io_;
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
@@ -907,7 +1105,13 @@ Status RestHookManager::Start(broker::Hub* hub, store::EventStore* store,
 Status RestHookManager::Start(broker::Hub* hub, store::EventStore* store,
                               const RestHookOptions& options,
                               std::unique_ptr<RestHookManager>* out) {
-  auto manager = std::make_unique<RestHookManagerImpl>(hub, store, options);
+  return Start(hub, store, nullptr, options, out);
+}
+
+Status RestHookManager::Start(broker::Hub* hub, store::EventStore* store,
+                              broker::AccessControl* access, const RestHookOptions& options,
+                              std::unique_ptr<RestHookManager>* out) {
+  auto manager = std::make_unique<RestHookManagerImpl>(hub, store, access, options);
   manager->StartThread();
   Status s = manager->Load();
   if (!s.ok()) {

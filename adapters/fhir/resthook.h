@@ -3,9 +3,11 @@
 // notification Bundles, POSTed over HTTP to the subscriber's endpoint.
 //
 //   std::unique_ptr<RestHookManager> hooks;
-//   auto s = RestHookManager::Start(server->hub(), server->store(), &hooks);
+//   auto s = RestHookManager::Start(server->hub(), server->store(),
+//                                   server->ingest()->access(), {}, &hooks);
 //   RestHookSubscription sub;
 //   sub.name = "ccc-hsct-uhcw";
+//   sub.owner = "ccc-hsct";           // the creating caller's principal
 //   sub.endpoint = "http://10.1.2.3:8080/fhir/notify";
 //   sub.topic_url = "http://example.org/SubscriptionTopic/care-event";
 //   sub.filter.add_event_types(icr::v1::DISCHARGE_REFERRAL);
@@ -29,6 +31,21 @@
 // next ones flow. Heartbeats are POSTed after heartbeat_seconds of silence.
 // See docs/adapters/fhir-subscriptions.md for what a receiver gets.
 //
+// Governance (docs/governance.md), when the manager has the broker's
+// AccessControl: every rest-hook belongs to the principal that created it
+// (`owner`). Its engine applies the owner's subscribe scope under the policy
+// in force (AccessControl::SubscribeScope) on top of the filter; each
+// notification's events are minimised to the owner's current profile, and
+// before each POST the batch is audited DELIVERED (one record per person,
+// channel "fhir-resthook", detail "rest-hook <name>", the rest-hook's
+// purpose and legal basis). When that audit write fails nothing is POSTed:
+// the events stay in flight and are tried again with backoff (never parked
+// for it). When the owner is no longer in the policy nothing at all is
+// POSTed (not even heartbeats) and the status is "error". A definition
+// stored before rest-hooks had owners is owned by "local-developer" when
+// the broker allows development callers; otherwise it is not resumed (an
+// ALERT line on stderr, status "off").
+//
 // Thread-safety: every RestHookManager method may be called from any thread.
 // HTTP runs on the manager's own thread (one io_context); the hub's thread
 // only posts work to it.
@@ -42,10 +59,12 @@
 #include <vector>
 
 #include "icr/v1/broker.pb.h"
+#include "icr/v1/governance_types.pb.h"
 #include "store/status.h"
 #include "store/store.h"
 
 namespace icr::broker {
+class AccessControl;
 class Hub;
 }  // namespace icr::broker
 
@@ -88,19 +107,28 @@ struct RestHookSubscription {
   // Only when the subscription is created: the first position to deliver;
   // 0 (default) means events stored from now on.
   uint64_t start_position = 0;
+  // The principal that created it (its scope, profile and audit identity);
+  // required when the manager has an AccessControl. "" only without one.
+  std::string owner;
+  // Declared with the creation (FHIR: DIRECT_CARE) and recorded on every
+  // delivery's audit record; legal_basis "" -> none recorded.
+  icr::v1::Purpose purpose = icr::v1::DIRECT_CARE;
+  std::string legal_basis;
 };
 
 struct RestHookStatus {
   std::string name;
   std::string endpoint;
-  // "active", or "error" from a failed POST until the next successful one.
+  // "active"; "error" from a failed POST (or audit write, or an owner no
+  // longer in the policy) until the next successful one; "off" when the
+  // stored definition could not be resumed.
   std::string status;
   uint64_t cursor = 0;  // every matching event at or below was delivered or parked
   // Events notified or parked since the subscription was created.
   uint64_t events_since_subscription_start = 0;
   uint32_t failed_attempts = 0;  // failed POSTs of the notification now pending
   uint32_t in_flight = 0;        // events of the notification now pending
-  std::string last_error;        // of the last failed POST
+  std::string last_error;        // of the last failed POST, audit write or check
   int64_t last_success_micros = 0;
 };
 
@@ -121,7 +149,14 @@ struct RestHookOptions {
 class RestHookManager {
  public:
   // Starts the manager's thread and resumes every stored rest-hook from its
-  // cursor. `hub` and `store` must outlive the manager (or its Stop()).
+  // cursor. `hub`, `store` and `access` must outlive the manager (or its
+  // Stop()). `access`: the broker's access control (Ingest::access()); with
+  // it every rest-hook is scoped to, minimised for and audited as its owner
+  // (see above). nullptr: no policy, nothing scoped or audited (tests).
+  static store::Status Start(broker::Hub* hub, store::EventStore* store,
+                             broker::AccessControl* access, const RestHookOptions& options,
+                             std::unique_ptr<RestHookManager>* out);
+  // Without an AccessControl.
   static store::Status Start(broker::Hub* hub, store::EventStore* store,
                              std::unique_ptr<RestHookManager>* out);
   static store::Status Start(broker::Hub* hub, store::EventStore* store,
@@ -133,6 +168,9 @@ class RestHookManager {
   // Validates, stores and starts a new rest-hook. kInvalidArgument naming the
   // field ("endpoint: ...", "filter.nhs_numbers[0]: ..."); kFailedPrecondition
   // when the name is taken (by a rest-hook or a gRPC durable subscription).
+  // With an AccessControl, "owner: ..." (kInvalidArgument) when the owner is
+  // empty or not a principal of the policy in force; the caller (the FHIR
+  // server) has identified the owner and checked its purpose.
   virtual store::Status Create(const RestHookSubscription& subscription) = 0;
   // Stops a rest-hook and deletes it with its cursor and parked events.
   // kNotFound when there is no such rest-hook.

@@ -19,6 +19,7 @@
 #include "adapters/fhir/resthook.h"
 #include "adapters/hl7/mllp_server.h"
 #include "broker/broker.h"
+#include "broker/ingest.h"
 #include "broker/tls.h"
 
 namespace {
@@ -306,7 +307,9 @@ int main(int argc, char** argv) {
     if (resthooks) resthooks->Stop();
     server->Shutdown();
   };
-  s = icr::adapters::fhir::RestHookManager::Start(server->hub(), server->store(), &resthooks);
+  // Rest-hooks are scoped to, minimised for and audited as their owners.
+  s = icr::adapters::fhir::RestHookManager::Start(server->hub(), server->store(),
+                                                  server->ingest()->access(), {}, &resthooks);
   icr::v1::CareSetting_Parse(mllp_care_setting, &mllp.care_setting);
   if (s.ok() && mllp.listen != "off") {
     s = icr::adapters::hl7::MllpServer::Start(mllp, server->ingest(), &mllp_server);

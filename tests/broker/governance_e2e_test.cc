@@ -127,7 +127,7 @@ principals:
     profile: FULL
     subscribe: { event_types: ["*"] }
     purposes: [SERVICE_PLANNING]
-    queries: [patient_history, care_summary]
+    queries: [patient_history, care_summary, flow_metrics]
   - id: gp-system
     organisation: M85001
     role: GP
@@ -790,6 +790,36 @@ TEST_F(GovernanceE2eTest, ObjectionsAndOptOutsWithholdPeopleFromPurposesBeyondDi
   s = Broker("icb-analytics")->GetPatientHistory(ctx.get(), hreq, &history);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_NE(s.error_message().find("opt-out"), std::string::npos);
+  // The flow metrics' drill-down names people: for planning it leaves out
+  // the objector (the anonymous counts still include them); for direct care
+  // it does not. Each person shown is audited.
+  ASSERT_TRUE(Publish("hospital-epr", {testing::ReferralEvent(objector, "ref-obj"),
+                                       testing::ReferralEvent(other, "ref-other")})
+                  .ok());
+  v1::GetFlowMetricsRequest freq;
+  const int64_t now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+  freq.mutable_from()->set_seconds(now_s - 86400);
+  freq.mutable_to()->set_seconds(now_s + 3600);
+  freq.set_purpose(v1::SERVICE_PLANNING);
+  v1::FlowMetrics metrics;
+  ctx = testing::Context();
+  s = Workflow("icb-analytics")->GetFlowMetrics(ctx.get(), freq, &metrics);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::set<std::string> listed;
+  for (const auto& row : metrics.awaiting_discharge()) listed.insert(row.nhs_number());
+  EXPECT_EQ(listed, std::set<std::string>{other});
+  freq.set_purpose(v1::DIRECT_CARE);
+  ctx = testing::Context();
+  s = Workflow("icb-analytics")->GetFlowMetrics(ctx.get(), freq, &metrics);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);  // not its purpose
+  int drill_down_records = 0;
+  for (const auto& r : WhoSaw(other)) {
+    if (r.action() == v1::REFERRAL_READ && r.principal() == "icb-analytics") ++drill_down_records;
+  }
+  EXPECT_EQ(drill_down_records, 1);
+
   // Withdrawn: planning sees the objector's later events again.
   CareEvent withdrawn = Envelope(objector, "obj-2", "RKB");
   withdrawn.clear_admission();

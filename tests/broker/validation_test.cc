@@ -21,7 +21,9 @@ TEST(ValidationTest, AcceptsValidEventsAndNormalises) {
   e.set_event_id("publisher-chosen");
   e.set_priority(icr::v1::PRIORITY_UNSPECIFIED);
   e.set_source_organisation("rkb");
+  e.mutable_purged_at()->set_seconds(1);  // a publisher cannot make a stub
   ASSERT_EQ(ValidateAndNormaliseEvent(&e, NowMicros(), {}), "");
+  EXPECT_FALSE(e.has_purged_at());
   EXPECT_EQ(e.position(), 0u);
   EXPECT_EQ(e.event_id(), "");
   EXPECT_EQ(e.event_type(), icr::v1::DISCHARGE_REFERRAL);

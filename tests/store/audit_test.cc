@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "store/store.h"
+#include "tests/support/test_support.h"
 #include "store/timestamp.h"
 #include "tests/support/fault_fs.h"
 
@@ -35,38 +36,8 @@ using icr::v1::AuditRecord;
 using icr::v1::CareEvent;
 using namespace std::chrono_literals;
 
-// A fresh directory under $TMPDIR, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "icr_audit_test_XXXXXX").string();
-    if (mkdtemp(templ.data()) != nullptr) path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// The n-th Modulus 11 valid NHS number of the test range 999 000 0000 -
-// 999 999 9999 (n = 0 gives 9990000018, n = 1 gives 9990000026).
-std::string TestNhsNumber(uint64_t n) {
-  for (uint64_t stem = 999000001;; ++stem) {
-    const std::string digits = std::to_string(stem);
-    int sum = 0;
-    for (int i = 0; i < 9; ++i) sum += (digits[i] - '0') * (10 - i);
-    int check = 11 - sum % 11;
-    if (check == 11) check = 0;
-    if (check == 10) continue;
-    if (n-- == 0) return digits + static_cast<char>('0' + check);
-  }
-}
+using icr::testing::TempDir;
+using icr::testing::TestNhsNumber;
 
 CareEvent MakeEvent(const std::string& message_id, const std::string& nhs,
                     icr::v1::Priority priority = icr::v1::ROUTINE) {

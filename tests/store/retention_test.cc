@@ -17,6 +17,7 @@
 
 #include "broker/governance/retention.h"
 #include "store/store.h"
+#include "tests/support/test_support.h"
 #include "store/timestamp.h"
 
 namespace icr::broker::governance {
@@ -35,36 +36,8 @@ constexpr int64_t k2010 = 1267401600;  // 2010-03-01T00:00:00Z, seconds
 constexpr int64_t k2024 = 1717200000;  // 2024-06-01T00:00:00Z
 constexpr int64_t kNow = 1735689600 * kSecond;  // 2025-01-01T00:00:00Z, micros
 
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "icr_retention_test_XXXXXX").string();
-    if (mkdtemp(templ.data()) != nullptr) path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// The n-th Modulus 11 valid NHS number of the test range (9990000018, ...).
-std::string TestNhsNumber(uint64_t n) {
-  for (uint64_t stem = 999000001;; ++stem) {
-    const std::string digits = std::to_string(stem);
-    int sum = 0;
-    for (int i = 0; i < 9; ++i) sum += (digits[i] - '0') * (10 - i);
-    int check = 11 - sum % 11;
-    if (check == 11) check = 0;
-    if (check == 10) continue;
-    if (n-- == 0) return digits + static_cast<char>('0' + check);
-  }
-}
+using icr::testing::TempDir;
+using icr::testing::TestNhsNumber;
 
 CareEvent Admission(const std::string& id, const std::string& nhs, int64_t occurred_seconds) {
   CareEvent e;
