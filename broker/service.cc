@@ -571,7 +571,11 @@ class SubscribeSession final : public Session,
         summary_changes_(summary_changes),
         group_(group),
         filter_bytes_(std::move(filter_bytes)),
-        disclosure_(std::move(disclosure)) {}
+        disclosure_(std::move(disclosure)) {
+    if (disclosure_.access != nullptr) {
+      scope_ = disclosure_.access->SubscribeScope(disclosure_.principal_id(), disclosure_.purpose);
+    }
+  }
 
   bool group() const { return group_; }
   // The principal the session discloses to ("" without a policy).
@@ -799,7 +803,7 @@ class SubscribeSession final : public Session,
       next = std::move(m->held);
       m->held.reset();
     } else {
-      s = engine_->Next(now, &next, id);
+      s = NextInScope(now, id, &next);
     }
     if (!s.ok()) {
       FailAllLocked(s);
@@ -826,7 +830,7 @@ class SubscribeSession final : public Session,
       size_t bytes = batch.front().event->encoded.size();
       while (batch.size() < m->max_batch) {
         std::optional<Delivery> more;
-        s = engine_->Next(now, &more, id);
+        s = NextInScope(now, id, &more);
         if (!s.ok()) {
           FailAllLocked(s);
           return false;
@@ -841,7 +845,7 @@ class SubscribeSession final : public Session,
         batch.push_back(std::move(*more));
       }
       for (const Delivery& d : batch) disclosed.push_back(&d.event->event);
-      if (!AuditLocked(disclosed, false)) return false;
+      if (!AuditLocked(disclosed, false, principal, keep)) return false;
       for (Delivery& d : batch) d.event = MinimisedFor(principal, d.event);
       m->buffer = BatchResponse(batch);
     } else if (summary_changes_) {
@@ -859,24 +863,46 @@ class SubscribeSession final : public Session,
         governance::MinimiseSummary(*principal->profile, changed->mutable_summary());
       }
       disclosed.push_back(&event);
-      if (!AuditLocked(disclosed, true)) return false;
+      if (!AuditLocked(disclosed, true, principal, keep)) return false;
       response.set_delivery_attempt(next->attempt);
       m->buffer = MessageBuffer(response);
     } else {
       disclosed.push_back(&event);
-      if (!AuditLocked(disclosed, false)) return false;
+      if (!AuditLocked(disclosed, false, principal, keep)) return false;
       m->buffer = EventResponse(MinimisedFor(principal, next->event), next->attempt);
     }
     StartWriteLocked(m, now);
     return true;
   }
 
+  // The engine's next delivery still in the principal's scope now. Events
+  // were matched against the scope when first read; a redelivery or a replay
+  // comes later, after a policy reload or an objection may have narrowed it.
+  // One no longer in scope is acknowledged unsent (durable) or dropped.
+  store::Status NextInScope(int64_t now, uint64_t id, std::optional<Delivery>* out) {
+    for (;;) {
+      store::Status s = engine_->Next(now, out, id);
+      if (!s.ok() || !*out || !scope_ || (*scope_)((*out)->event->event)) return s;
+      if (engine_->durable()) engine_->Ack({(*out)->event->position});
+      out->reset();
+    }
+  }
+
   // Audits the disclosure of `events`; false (every stream ended, nothing
   // sent) if the audit trail cannot be written. What was taken from the
   // engine stays in flight, so a durable subscription gets it again.
-  bool AuditLocked(const std::vector<const CareEvent*>& events, bool summary) {
+  // The record names the principal as the policy in force has it now
+  // (`current`, owned by `keep`), as the delivery was minimised for it.
+  bool AuditLocked(const std::vector<const CareEvent*>& events, bool summary,
+                   const governance::Principal* current,
+                   const std::shared_ptr<const governance::Policy>& keep) {
+    Caller who = disclosure_.caller;
+    if (current != nullptr) {
+      who.principal = current;
+      who.policy = keep;
+    }
     store::Status s = AuditDisclosure(
-        disclosure_.access, disclosure_.caller, icr::v1::DELIVERED, disclosure_.purpose,
+        disclosure_.access, who, icr::v1::DELIVERED, disclosure_.purpose,
         disclosure_.legal_basis,
         (disclosure_.subscription.empty() ? std::string("ephemeral subscription")
                                           : "subscription " + disclosure_.subscription) +
@@ -923,6 +949,7 @@ class SubscribeSession final : public Session,
   const bool group_;
   const std::string filter_bytes_;
   const Disclosure disclosure_;
+  std::optional<CompiledFilter::ScopeFn> scope_;  // checked again as each event is sent
   std::map<uint64_t, Member> members_;
   uint64_t next_member_ = 1;
   int busy_ = 0;         // loops over members_ running
@@ -1003,13 +1030,18 @@ bool IdentifyOrFinish(const ServiceConfig& config, grpc::CallbackServerContext* 
 // "subscriptions" query). Denials are audited.
 store::Status CheckOwner(AccessControl* access, const Caller& caller, const std::string& name,
                          const std::string& owner) {
-  if (access == nullptr || owner.empty() || owner == caller.principal->id ||
+  if (access == nullptr || (owner.empty() && access->allow_development()) ||
+      (!owner.empty() && owner == caller.principal->id) ||
       caller.principal->HasQuery("subscriptions")) {
     return {};
   }
-  return access->Deny(caller, "",
-                      store::Status::PermissionDenied("subscription '" + name +
-                                                      "' belongs to principal '" + owner + "'"));
+  return access->Deny(
+      caller, "",
+      store::Status::PermissionDenied(
+          owner.empty() ? "subscription '" + name +
+                              "' was created before subscriptions had owners; only an operator "
+                              "(the policy's 'subscriptions' query) may use or delete it"
+                        : "subscription '" + name + "' belongs to principal '" + owner + "'"));
 }
 
 // The owner recorded in a durable subscription's stored state.
@@ -1191,6 +1223,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
         !s.ok()) {
       return fail(ToGrpc(s));
     }
+    // A summary draws on everything known about the person: the same query
+    // as GetCareSummary.
+    if (request->summary_changes()) {
+      if (auto s = access->RequireQuery(caller, "care_summary"); !s.ok()) return fail(ToGrpc(s));
+    }
     if (request->filter().has_team() &&
         !IsDevelopmentPrincipal(caller) &&
         Upper(request->filter().team().organisation()) != caller.principal->organisation) {
@@ -1323,13 +1360,14 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* BrokerService::Subscribe(
     // A durable subscription is its creator's: another principal may not
     // take over its cursor (an operator may, to repair it).
     const Caller& caller = disclosure.caller;
-    if (!state.owner().empty() && state.owner() != caller.principal->id &&
-        !caller.principal->HasQuery("subscriptions")) {
-      release();
-      return fail(ToGrpc(config_.access->Deny(
-          caller, "",
-          store::Status::PermissionDenied("subscription '" + name + "' belongs to principal '" +
-                                          state.owner() + "'; choose another name"))));
+    if (got.ok()) {
+      // An existing subscription: its owner's (one created before owners
+      // existed: an operator's, outside the development profile).
+      if (store::Status owned = CheckOwner(config_.access, caller, name, state.owner());
+          !owned.ok()) {
+        release();
+        return fail(ToGrpc(owned));
+      }
     }
     if (state.owner().empty()) state.set_owner(caller.principal->id);
   }
@@ -1446,8 +1484,15 @@ grpc::ServerUnaryReactor* BrokerService::ListParked(grpc::CallbackServerContext*
     *out->mutable_parked_at() = record.parked_at();
   }
   if (s.ok() && config_.access != nullptr) {
-    // Parked events are disclosed like deliveries: audited first, then
-    // minimised to the caller's profile.
+    // Parked events are disclosed like deliveries: only those in the
+    // caller's own scope (for the subscription's purpose), audited first,
+    // then minimised to the caller's profile.
+    CompiledFilter::ScopeFn scope =
+        config_.access->SubscribeScope(caller.principal->id, owner_state.purpose());
+    auto* rows = response->mutable_parked();
+    rows->erase(std::remove_if(rows->begin(), rows->end(),
+                               [&](const icr::v1::ParkedEvent& p) { return !scope(p.event()); }),
+                rows->end());
     std::vector<const CareEvent*> shown;
     for (const auto& p : response->parked()) shown.push_back(&p.event());
     s = AuditDisclosure(config_.access, caller, icr::v1::DELIVERED, owner_state.purpose(),

@@ -1872,9 +1872,14 @@ Status RocksDbStore::AuditWrite(const rocksdb::WriteOptions& wo, rocksdb::WriteB
 }
 
 Status RocksDbStore::ReopenAuditDbLocked() {
+  // Every refusal here must be an error: the caller writes on OK.
+  if (audit_failure_.ok()) {
+    audit_failure_ = Status::Unavailable("the audit trail's last write failed; nothing stored");
+  }
   const auto now = std::chrono::steady_clock::now();
   if (now - audit_last_reopen_ < kResumeInterval) return audit_failure_;
   audit_last_reopen_ = now;
+  const uint64_t had_sequence = audit_last_sequence_;
   {
     std::unique_lock db_lk(audit_db_mu_);
     if (audit_db_) {
@@ -1890,7 +1895,24 @@ Status RocksDbStore::ReopenAuditDbLocked() {
     }
   }
   Status s = RecoverAuditHeadLocked();
-  if (!s.ok()) return s;
+  if (!s.ok()) {
+    audit_failure_ = Status(s.code() == StatusCode::kOk ? StatusCode::kUnavailable : s.code(),
+                            s.message() + "; nothing stored");
+    return audit_failure_;
+  }
+  if (audit_last_sequence_ < had_sequence) {
+    // A failed sync can lose records the disk had not kept: their sequence
+    // numbers are now reused. Say so loudly; the disclosures they recorded
+    // happened.
+    std::fprintf(stderr,
+                 "icr store: ALERT: the audit trail in %s lost records %llu to %llu in a failed "
+                 "write or sync (the disk did not keep them); new records continue from %llu. "
+                 "Check the disk; the lost records' disclosures are not in the trail\n",
+                 options_.data_dir.c_str(),
+                 static_cast<unsigned long long>(audit_last_sequence_ + 1),
+                 static_cast<unsigned long long>(had_sequence),
+                 static_cast<unsigned long long>(audit_last_sequence_ + 1));
+  }
   std::fprintf(stderr, "icr store: audit trail writes resumed in %s after: %s\n",
                options_.data_dir.c_str(), audit_failure_.message().c_str());
   audit_write_failed_ = false;
@@ -1909,8 +1931,10 @@ void RocksDbStore::AuditSyncLoop() {
       audit_dirty_ = false;
     } else {
       audit_write_failed_ = true;
-      std::fprintf(stderr, "icr store: %s\n",
-                   Rocks(rs, "syncing the audit trail").ToString().c_str());
+      Status failed = Rocks(rs, "syncing the audit trail");
+      audit_failure_ = Status(failed.ok() ? StatusCode::kUnavailable : failed.code(),
+                              failed.message() + "; nothing stored");
+      std::fprintf(stderr, "icr store: %s\n", failed.ToString().c_str());
     }
   }
 }

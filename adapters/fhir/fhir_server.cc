@@ -743,6 +743,11 @@ class FhirHttpSession : public std::enable_shared_from_this<FhirHttpSession> {
       if (access != nullptr) {
         RestHookSubscription existing;
         store::Status got = hooks->Get(id, &existing);
+        if (!got.ok() && got.code() != store::StatusCode::kNotFound) {
+          // Whose it is cannot be told: nothing is deleted.
+          return Fail(http::status::service_unavailable,
+                      {Issue(IssueType::kTransient, got.message())});
+        }
         if (got.ok() && existing.owner != caller.principal->id &&
             !caller.principal->HasQuery("subscriptions")) {
           return FailDenied(access->Deny(

@@ -51,7 +51,7 @@ Listener Resolve(std::string name, std::string listen_flag, std::string listen,
 
 // Empty when the listeners may start under the profile; else why not.
 std::string CheckListeners(const std::vector<Listener>& listeners, bool production,
-                           bool* any_plaintext) {
+                           bool have_policy, bool* any_plaintext) {
   *any_plaintext = false;
   for (const Listener& l : listeners) {
     const std::string which =
@@ -81,6 +81,20 @@ std::string CheckListeners(const std::vector<Listener>& listeners, bool producti
                " would be plaintext: plaintext listeners must be on loopback; give "
                "--tls-cert/--tls-key/--tls-client-ca, or listen on 127.0.0.1";
       }
+    } else if (!l.tls.mutual() && !icr::broker::IsLoopbackListenAddress(l.listen)) {
+      // Without client certificates every caller is the development
+      // principal, which may do everything: never off loopback.
+      return which +
+             " has TLS without client certificates: its callers could not be identified, so it "
+             "must be on loopback; give " + l.names.client_ca + ", or listen on 127.0.0.1";
+    }
+  }
+  for (const Listener& l : listeners) {
+    if (l.tls.mutual() && !have_policy) {
+      return "the " + l.name + " listener (" + l.listen_flag + " " + l.listen +
+             ") asks for client certificates (" + l.names.client_ca +
+             "), which identify principals of a policy: give --policy FILE "
+             "(docs/governance.md has a sample)";
     }
   }
   return {};
@@ -259,7 +273,8 @@ int main(int argc, char** argv) {
     listeners.push_back(Resolve("FHIR", "--fhir-listen", fhir.listen, "fhir", fhir_tls, tls));
   }
   bool any_plaintext = false;
-  if (std::string problem = CheckListeners(listeners, production, &any_plaintext);
+  if (std::string problem =
+          CheckListeners(listeners, production, !options.policy_file.empty(), &any_plaintext);
       !problem.empty()) {
     std::fprintf(stderr, "icr-broker: cannot start: %s\n", problem.c_str());
     return 1;

@@ -723,6 +723,20 @@ TEST_F(GovernanceE2eTest, BrokerageSeesPlacementRequestsOfItsPlaceWithoutSafegua
   for (const auto& e : history.events()) {
     EXPECT_TRUE(e.placement_request().needs().safeguarding_detail().empty());
   }
+  // Care summaries on a stream need the same query as GetCareSummary.
+  {
+    grpc::ClientContext sctx;
+    sctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::SubscribeRequest sreq2;
+    sreq2.set_summary_changes(true);
+    auto reader = Broker("gp-system")->Subscribe(&sctx, sreq2);
+    v1::SubscribeResponse r;
+    EXPECT_FALSE(reader->Read(&r));
+    grpc::Status refused = reader->Finish();
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_NE(refused.error_message().find("care_summary"), std::string::npos)
+        << refused.error_message();
+  }
   // A principal without the query is refused.
   ctx = testing::Context();
   history.Clear();
@@ -831,6 +845,47 @@ TEST_F(GovernanceE2eTest, ObjectionsAndOptOutsWithholdPeopleFromPurposesBeyondDi
   for (const auto& e : planning) people.insert(e.nhs_number());
   EXPECT_TRUE(people.count(objector));
   EXPECT_FALSE(people.count(opted_out));
+}
+
+TEST_F(GovernanceE2eTest, ARedeliveryAfterAnObjectionIsWithheld) {
+  StartBroker(kPolicy);
+  const std::string nhs = testing::TestNhsNumber(13);
+  ASSERT_TRUE(Publish("hospital-epr", {Envelope(nhs, "before-objection", "RKB")}).ok());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::SubscribeRequest req;
+  req.set_subscription("planning-feed");
+  req.mutable_start()->set_earliest(true);
+  req.set_purpose(v1::SERVICE_PLANNING);
+  req.set_ack_timeout_ms(1000);
+  req.set_heartbeat_ms(200);
+  auto reader = Broker("icb-analytics")->Subscribe(&ctx, req);
+  v1::SubscribeResponse r;
+  ASSERT_TRUE(reader->Read(&r));
+  ASSERT_TRUE(r.has_event());
+  EXPECT_EQ(r.event().source_message_id(), "before-objection");
+  // Not acknowledged; meanwhile the person objects.
+  CareEvent objection = Envelope(nhs, "objection", "RKB");
+  objection.clear_admission();
+  objection.mutable_sharing_objection();
+  ASSERT_TRUE(Publish("hospital-epr", {objection}).ok());
+  // The ack timeout passes: the redelivery is withheld (acknowledged unsent).
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3000);
+  while (std::chrono::steady_clock::now() < until && reader->Read(&r)) {
+    EXPECT_FALSE(r.has_event()) << "delivered after the objection: " << r.ShortDebugString();
+  }
+  ctx.TryCancel();
+  reader->Finish();
+  v1::ListSubscriptionsResponse subs;
+  auto lctx = testing::Context();
+  ASSERT_TRUE(Broker("icb-analytics")->ListSubscriptions(lctx.get(), {}, &subs).ok());
+  ASSERT_EQ(subs.subscriptions_size(), 1);
+  EXPECT_EQ(subs.subscriptions(0).cursor(), 2u);  // both events passed, neither redelivered
+  int delivered = 0;
+  for (const auto& rec : WhoSaw(nhs)) {
+    if (rec.action() == v1::DELIVERED && rec.principal() == "icb-analytics") ++delivered;
+  }
+  EXPECT_EQ(delivered, 1);  // the first delivery only
 }
 
 // ---------------------------------------------------------------------------

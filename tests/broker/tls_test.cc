@@ -636,6 +636,28 @@ TEST_F(DaemonTlsTest, PlaintextOffLoopbackIsRefused) {
   EXPECT_NE(run.err.find("FHIR listener (--fhir-listen [::]:0)"), std::string::npos) << run.err;
 }
 
+TEST_F(DaemonTlsTest, TlsWithoutClientCertificatesOffLoopbackOrCertificatesWithoutAPolicyAreRefused) {
+  const Pki& pki = Pki::Get();
+  // Without client certificates every caller would be the development
+  // principal: never off loopback.
+  auto run = Run({"--listen", "0.0.0.0:0", "--mllp-listen", "off", "--fhir-listen", "off",
+                  "--tls-cert", pki.Path("server.pem"), "--tls-key", pki.Path("server.key")});
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_NE(run.err.find("has TLS without client certificates: its callers could not be "
+                         "identified, so it must be on loopback; give --tls-client-ca"),
+            std::string::npos)
+      << run.err;
+  // Client certificates name principals of a policy, on any listener.
+  run = Run({"--listen", "127.0.0.1:0", "--fhir-listen", "off", "--mllp-listen", "127.0.0.1:0",
+             "--mllp-tls-cert", pki.Path("server.pem"), "--mllp-tls-key", pki.Path("server.key"),
+             "--mllp-tls-client-ca", pki.Path("ca.pem")});
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_NE(run.err.find("asks for client certificates (--mllp-tls-client-ca), which identify "
+                         "principals of a policy: give --policy FILE"),
+            std::string::npos)
+      << run.err;
+}
+
 TEST_F(DaemonTlsTest, AKeyThatDoesNotMatchIsRefusedNamingTheFiles) {
   const Pki& pki = Pki::Get();
   auto run = Run({"--listen", "127.0.0.1:0", "--mllp-listen", "off", "--fhir-listen", "off",
